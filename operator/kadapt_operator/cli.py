@@ -1,0 +1,97 @@
+"""The ``kadapt`` command line.
+
+Heavy imports (kopf, torch) happen inside the commands that need them, so that
+``kadapt validate`` and ``kadapt crd`` work with the base install alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from kadapt_operator import __version__
+from kadapt_operator.validation import SpecInvalid, load_jobs
+
+app = typer.Typer(
+    name="kadapt",
+    help="Adapt pretrained models to your task: on Kubernetes, or on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@app.command()
+def validate(
+    files: list[Path] = typer.Argument(..., help="AdaptationJob manifests (YAML, several documents allowed)."),
+    output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json."),
+) -> None:
+    """Check manifests against the AdaptationJob API; exit 1 listing every error."""
+    results = []
+    for path in files:
+        try:
+            jobs = load_jobs(path)
+            results.append({"file": str(path), "valid": True, "jobs": [j.metadata.name for j in jobs], "errors": []})
+        except SpecInvalid as exc:
+            results.append({"file": str(path), "valid": False, "jobs": [], "errors": [e.to_dict() for e in exc.errors]})
+    ok = all(r["valid"] for r in results)
+    if output == OutputFormat.JSON:
+        typer.echo(json.dumps({"valid": ok, "files": results}, indent=2))
+    else:
+        for r in results:
+            if r["valid"]:
+                typer.echo(f"{r['file']}: valid ({', '.join(r['jobs'])})")
+            else:
+                typer.echo(f"{r['file']}: invalid", err=True)
+                for e in r["errors"]:
+                    typer.echo(f"  {e['path']}: {e['message']}", err=True)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def crd() -> None:
+    """Print the AdaptationJob CustomResourceDefinition (YAML)."""
+    from kadapt_operator.crd import render_crd_yaml
+
+    sys.stdout.write(render_crd_yaml())
+
+
+@app.command()
+def version() -> None:
+    """Print kadapt's version."""
+    typer.echo(f"kadapt {__version__}")
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules land in later milestones register themselves here."""
+    import importlib
+
+    for module in ("kadapt_operator.render_cli", "kadapt_operator.local.cli", "kadapt_operator.runtime.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

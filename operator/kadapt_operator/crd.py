@@ -1,0 +1,171 @@
+"""Generate the AdaptationJob CRD from the pydantic models (``kadapt crd``).
+
+Pydantic emits JSON Schema (draft 2020-12); Kubernetes wants a *structural* OpenAPI v3.0
+schema. This module inlines references, turns ``Optional[X]`` into ``X``, converts numeric
+exclusive bounds, gives nested objects ``default: {}`` so that their own defaults apply,
+bounds lists and strings so that CEL cost estimation passes, and strips defaults from
+status. ``crds/adaptationjobs.kadapt.dev.yaml`` is this output, and a test fails if it drifts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kadapt_operator.api import (
+    API_GROUP,
+    API_VERSION,
+    CATEGORY,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    SINGULAR,
+    AdaptationJobSpec,
+    AdaptationJobStatus,
+)
+
+CRD_NAME = f"{PLURAL}.{API_GROUP}"
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{CRD_NAME}.yaml"
+
+_DROP_KEYS = {"title"}
+_MAX_ITEMS = 64
+_MAX_STRING = 4096
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Strategy", "type": "string", "jsonPath": ".status.strategy.resolved",
+     "description": "Resolved adaptation strategy"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent",
+     "description": "Percent of optimizer steps done"},
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "description": "Latest training loss"},
+    {"name": "Cost", "type": "number", "jsonPath": ".status.cost.costSoFar", "description": "GPU cost so far"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _structural(node: Any, defs: dict[str, Any], *, status: bool) -> Any:
+    """Recursively convert one JSON Schema node into a structural OpenAPI v3 node."""
+    if isinstance(node, list):
+        return [_structural(n, defs, status=status) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        ref = node.pop("$ref").rsplit("/", 1)[-1]
+        target = copy.deepcopy(defs[ref])
+        rules = target.get("x-kubernetes-validations", []) + node.pop("x-kubernetes-validations", [])
+        merged = {**target, **node}
+        if rules:
+            merged["x-kubernetes-validations"] = rules
+        return _structural(merged, defs, status=status)
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) == 1:
+            rest = {k: v for k, v in node.items() if not (k == "default" and v is None)}
+            merged = {**_structural(options[0], defs, status=status), **rest}
+            return _structural(merged, defs, status=status)
+        node["anyOf"] = options
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS or (key == "default" and (value is None or status)):
+            continue
+        if key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "properties":
+            out[key] = {k: _structural(v, defs, status=status) for k, v in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _structural(value, defs, status=status)
+        else:
+            out[key] = value
+    if out.get("additionalProperties") is False:
+        out.pop("additionalProperties")  # structural schemas prune unknown fields; strict validation rejects them
+    if out.get("additionalProperties") is True or (out.get("type") == "object" and "additionalProperties" in out
+                                                   and out["additionalProperties"] == {}):
+        out.pop("additionalProperties")
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("x-kubernetes-preserve-unknown-fields"):
+        out.pop("additionalProperties", None)
+        out.pop("default", None)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if out.get("type") == "array":
+        out.setdefault("maxItems", _MAX_ITEMS)
+    if out.get("type") == "string" and "enum" not in out and "format" not in out:
+        out.setdefault("maxLength", _MAX_STRING)
+    if out.get("type") == "object" and "properties" in out:
+        required = set(out.get("required", []))
+        for name, prop in out["properties"].items():
+            if name not in required and prop.get("type") == "object" and "properties" in prop and not status:
+                prop.setdefault("default", {})
+    return out
+
+
+def openapi_schema(model: type[Any], *, status: bool = False) -> dict[str, Any]:
+    """The structural schema of one pydantic model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema = _structural(raw, defs, status=status)
+    schema.pop("description", None)
+    return schema
+
+
+def build_crd() -> dict[str, Any]:
+    """The full CustomResourceDefinition object."""
+    spec_schema = openapi_schema(AdaptationJobSpec)
+    status_schema = openapi_schema(AdaptationJobStatus, status=True)
+    spec_schema["description"] = "What to adapt, how, with what, and within which limits."
+    status_schema["description"] = "Observed state, written by the kadapt operator."
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "kadapt", "app.kubernetes.io/part-of": "kadapt"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": [SHORT_NAME],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "AdaptationJob adapts a pretrained model to a team's own task.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    """The CRD as the YAML committed under ``crds/``."""
+    header = "# Generated by `kadapt crd` from kadapt_operator/api.py. Do not edit by hand.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

@@ -1,0 +1,384 @@
+"""The trainer's configuration model: pure pydantic, no torch.
+
+This module is the one source for the training-related parts of the AdaptationJob API.
+The operator imports it (and nothing else from the trainer) to build the CRD, validate
+specs and render the resolved ``TrainerConfig`` into a ConfigMap; the trainer reads that
+same JSON back. Field names are camelCase on the wire and snake_case in Python.
+
+Cross-field rules live twice on purpose, and a test proves they agree: as CEL
+(``x-kubernetes-validations``, enforced by the API server at admission) and as pydantic
+validators (enforced by ``kadapt validate``, the operator and the local runner).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "kadapt.dev"
+API_VERSION = "v1alpha1"
+KIND = "AdaptationJob"
+
+#: Where pods mount ``pvc://claim/...`` volumes; the local runner points it at its run folder.
+PVC_ROOT_ENV = "KADAPT_PVC_ROOT"
+DEFAULT_PVC_ROOT = "/mnt/kadapt/pvc"
+#: Rank 0's HTTP port for ``/progress`` and ``/metrics``.
+DEFAULT_PROGRESS_PORT = 9090
+
+URI_SCHEMES = ("file://", "pvc://", "hf://", "pkg://")
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for ``x-kubernetes-validations``."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class SpecModel(BaseModel):
+    """Base of every spec object: frozen, camelCase aliases, unknown fields forbidden."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+        use_enum_values=True,
+    )
+
+
+class Task(StrEnum):
+    SEQUENCE_CLASSIFICATION = "sequence-classification"
+    CAUSAL_LM = "causal-lm"
+
+
+class StrategyType(StrEnum):
+    HEAD_ONLY = "head-only"
+    PARTIAL = "partial"
+    FULL = "full"
+    LORA = "lora"
+    AUTO = "auto"
+
+
+class DatasetFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+    HF_DISK = "hf-disk"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+UriStr = Annotated[
+    str,
+    Field(
+        min_length=1,
+        pattern=r"^(file://|pvc://|hf://|pkg://|/|\./|[A-Za-z0-9_.-])",
+        description="file:///abs/path, a plain path, pvc://claim/path, hf://org/name or pkg://python_package/path",
+    ),
+]
+
+
+class ModelSpec(SpecModel):
+    """The pretrained model to adapt."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.revision) || self.uri.startsWith('hf://')",
+                    "model.revision applies only to hf:// models; remove it or use an hf:// uri",
+                ),
+                cel(
+                    "!has(self.secretRef) || self.uri.startsWith('hf://')",
+                    "model.secretRef applies only to hf:// models; remove it or use an hf:// uri",
+                ),
+            ]
+        }
+    )
+
+    uri: UriStr = Field(description="Where the pretrained model lives.")
+    revision: str | None = Field(default=None, min_length=1, description="hf:// only: branch, tag or commit.")
+    secret_ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="hf:// only: a Secret in the job's namespace with key HF_TOKEN.",
+    )
+
+    @model_validator(mode="after")
+    def _hf_only_fields(self) -> ModelSpec:
+        if not self.uri.startswith("hf://"):
+            if self.revision is not None:
+                raise ValueError("model.revision applies only to hf:// models; remove it or use an hf:// uri")
+            if self.secret_ref is not None:
+                raise ValueError("model.secretRef applies only to hf:// models; remove it or use an hf:// uri")
+        return self
+
+
+class DatasetSpec(SpecModel):
+    """The team's own data."""
+
+    uri: UriStr = Field(description="A jsonl/csv/parquet file or a saved HF dataset directory.")
+    format: DatasetFormat | None = Field(
+        default=None, description="Inferred from the file extension when omitted."
+    )
+    text_field: str = Field(default="text", min_length=1, description="Column holding the input text.")
+    label_field: str = Field(
+        default="label", min_length=1, description="Column holding the class (classification only)."
+    )
+    validation_uri: UriStr | None = Field(
+        default=None, description="A separate validation file; otherwise validationSplit is used."
+    )
+    validation_split: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Share of the data held out for validation."
+    )
+    max_length: int = Field(default=128, ge=8, le=32768, description="Tokens per example after truncation.")
+
+
+class PartialSpec(SpecModel):
+    """Which parts train under the `partial` strategy (the head always trains)."""
+
+    trainable_layers: int | None = Field(default=None, ge=1, description="The top N transformer blocks.")
+    modules: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Module names (substring match) that also train."
+    )
+
+
+class LoraSpec(SpecModel):
+    """PEFT LoRA settings."""
+
+    rank: int = Field(default=8, ge=1, le=1024)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Empty: sensible defaults for the architecture."
+    )
+
+
+class StrategySpec(SpecModel):
+    """How to adapt: head-only, partial, full, lora or auto."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.type != 'partial' || (has(self.partial) && (has(self.partial.trainableLayers)"
+                    " || (has(self.partial.modules) && size(self.partial.modules) > 0)))",
+                    "strategy partial needs partial.trainableLayers or partial.modules",
+                ),
+                cel(
+                    "!has(self.lora) || self.type == 'lora' || self.type == 'auto'",
+                    "strategy.lora is only allowed with type lora or auto; remove it or set type: lora",
+                ),
+                cel(
+                    "!has(self.partial) || self.type == 'partial' || self.type == 'auto'",
+                    "strategy.partial is only allowed with type partial or auto; remove it or set type: partial",
+                ),
+            ]
+        }
+    )
+
+    type: StrategyType = Field(default=StrategyType.AUTO, description="The adaptation strategy.")
+    partial: PartialSpec | None = None
+    lora: LoraSpec | None = None
+
+    @model_validator(mode="after")
+    def _settings_match_type(self) -> StrategySpec:
+        t = self.type
+        if t == StrategyType.PARTIAL and (
+            self.partial is None or (self.partial.trainable_layers is None and not self.partial.modules)
+        ):
+            raise ValueError(
+                "strategy partial needs partial.trainableLayers or partial.modules, "
+                "e.g. partial: {trainableLayers: 2}"
+            )
+        if self.lora is not None and t not in (StrategyType.LORA, StrategyType.AUTO):
+            raise ValueError(
+                f"strategy.lora is only allowed with type lora or auto (type is {t}); "
+                "remove it or set type: lora"
+            )
+        if self.partial is not None and t not in (StrategyType.PARTIAL, StrategyType.AUTO):
+            raise ValueError(
+                f"strategy.partial is only allowed with type partial or auto (type is {t}); "
+                "remove it or set type: partial"
+            )
+        return self
+
+
+class EarlyStoppingSpec(SpecModel):
+    """Stop when the validation metric stops improving (on by default against overfitting)."""
+
+    enabled: bool = True
+    patience: int = Field(default=2, ge=1, description="Evaluations without improvement before stopping.")
+    metric: Literal["eval_loss", "accuracy"] = Field(default="eval_loss")
+
+
+class TrainingSpec(SpecModel):
+    """Optimisation settings."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.globalBatchSize % self.microBatchSize == 0",
+                    "training.globalBatchSize must be a multiple of training.microBatchSize",
+                ),
+            ]
+        }
+    )
+
+    epochs: int = Field(default=3, ge=1, le=1000)
+    max_steps: int | None = Field(default=None, ge=1, description="Caps optimizer steps; overrides epochs.")
+    global_batch_size: int = Field(default=32, ge=1, le=65536, description="Examples per optimizer step, all ranks.")
+    micro_batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per forward pass per rank.")
+    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    head_learning_rate: float | None = Field(
+        default=None, gt=0, le=10.0, description="Learning rate of the new head; default 20x learningRate."
+    )
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    precision: Precision = Field(default=Precision.FP32)
+    seed: int = Field(default=42, ge=0)
+    eval_every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainingSpec:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"training.globalBatchSize ({self.global_batch_size}) must be a multiple of "
+                f"training.microBatchSize ({self.micro_batch_size})"
+            )
+        return self
+
+
+class DeepSpeedSpec(SpecModel):
+    """DeepSpeed engine settings; `overrides` are merged last into the generated config."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.offloadParams || self.zeroStage == 3",
+                    "deepspeed.offloadParams needs zeroStage 3",
+                ),
+                cel(
+                    "!self.offloadOptimizer || self.zeroStage >= 1",
+                    "deepspeed.offloadOptimizer needs zeroStage 1, 2 or 3",
+                ),
+            ]
+        }
+    )
+
+    zero_stage: int = Field(default=0, ge=0, le=3)
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Raw DeepSpeed config keys merged last (expert use).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> DeepSpeedSpec:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("deepspeed.offloadParams needs zeroStage 3")
+        if self.offload_optimizer and self.zero_stage < 1:
+            raise ValueError("deepspeed.offloadOptimizer needs zeroStage 1, 2 or 3")
+        return self
+
+
+class OutputSpec(SpecModel):
+    """Where the adapted model (or LoRA adapter) goes."""
+
+    uri: UriStr = Field(description="pvc://claim/path, file:///path or a plain path.")
+    merge_adapter: bool = Field(default=False, description="LoRA: also save the adapter merged into the base.")
+
+
+class CheckpointSpec(SpecModel):
+    """Periodic, atomic checkpoints; a restarted gang resumes from the newest complete one."""
+
+    every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
+    every_minutes: float | None = Field(default=None, gt=0)
+    keep: int = Field(default=2, ge=1, le=100)
+    uri: UriStr | None = Field(default=None, description="Default: <output.uri>/checkpoints.")
+
+
+class BudgetSpec(SpecModel):
+    """Spending limits: past either one the job is suspended, its checkpoint kept."""
+
+    max_cost: float | None = Field(default=None, gt=0, description="In the operator's currency.")
+    max_gpu_hours: float | None = Field(default=None, gt=0, alias="maxGPUHours")
+
+
+class TrainerConfig(SpecModel):
+    """The fully resolved config a trainer process reads (the ConfigMap's ``trainer.json``)."""
+
+    job_name: str = Field(default="local", min_length=1)
+    namespace: str = Field(default="default", min_length=1)
+    model: ModelSpec
+    task: Task = Task.SEQUENCE_CLASSIFICATION
+    dataset: DatasetSpec
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    output: OutputSpec
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    progress_port: int = Field(default=DEFAULT_PROGRESS_PORT, ge=1, le=65535)
+    gpus_per_process: int = Field(default=0, ge=0, description="For the cost figure: GPUs one rank holds.")
+    price_per_gpu_hour: float = Field(default=0.0, ge=0)
+    currency: str = "USD"
+
+    def checkpoint_uri(self) -> str:
+        """Checkpoints default to a folder beside the output."""
+        return self.checkpoint.uri or self.output.uri.rstrip("/") + "/checkpoints"
+
+
+def resolve_uri(uri: str, env: dict[str, str] | None = None) -> Path:
+    """Map a file/pvc/pkg URI to the local path a trainer process sees.
+
+    ``pvc://claim/path`` is mounted at ``$KADAPT_PVC_ROOT/claim/path`` (``/mnt/kadapt/pvc`` in
+    pods, a run folder locally). ``pkg://module/sub`` points into an installed Python package
+    (how tests and the quickstart reach models shipped on PyPI). ``hf://`` has no local path.
+
+    Raises:
+        ValueError: for ``hf://`` URIs or a ``pkg://`` module that is not installed.
+    """
+    env = dict(os.environ) if env is None else env
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if uri.startswith("pvc://"):
+        root = Path(env.get(PVC_ROOT_ENV, DEFAULT_PVC_ROOT))
+        return root / uri[len("pvc://") :]
+    if uri.startswith("pkg://"):
+        import importlib.util
+
+        module, _, sub = uri[len("pkg://") :].partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(f"{uri}: Python package {module!r} is not installed; pip install it or use a path")
+        base = Path(next(iter(spec.submodule_search_locations)))
+        return base / sub if sub else base
+    if uri.startswith("hf://"):
+        raise ValueError(f"{uri}: hf:// models have no local path; load them through the hub client")
+    return Path(uri)
+
+
+def pvc_claim(uri: str) -> str | None:
+    """The claim name of a ``pvc://claim/path`` URI, else None."""
+    if not uri.startswith("pvc://"):
+        return None
+    return uri[len("pvc://") :].split("/", 1)[0]
