@@ -71,21 +71,8 @@ def version() -> None:
     typer.echo(f"kadapt {__version__}")
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules land in later milestones register themselves here."""
-    import importlib
-
-    for module in ("kadapt_operator.render_cli", "kadapt_operator.local.cli", "kadapt_operator.runtime.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
-
-
-_register_optional_commands()
+# Commands from later layers register themselves: each module exposes register(app).
+# (render_cli: `kadapt render`; local.cli: `kadapt run`; runtime.cli: `kadapt operator`.)
 
 
 def main() -> None:
