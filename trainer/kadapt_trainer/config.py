@@ -382,3 +382,96 @@ def pvc_claim(uri: str) -> str | None:
     if not uri.startswith("pvc://"):
         return None
     return uri[len("pvc://") :].split("/", 1)[0]
+
+
+#: Exit code of a trainer that checkpointed and stopped on SIGTERM/SIGINT (128 + SIGTERM).
+#: The rendered Job's podFailurePolicy ignores it, so a preempted gang is not counted as failed.
+EXIT_STOPPED = 143
+#: Exit code for bad input found before training starts (config, data, model): no retry helps.
+EXIT_BAD_INPUT = 2
+#: File name of the final result (JSON) written into the output folder by rank 0.
+RESULT_FILE = "kadapt-result.json"
+#: Where the rendered ConfigMap is mounted in trainer pods.
+CONFIG_DIR = "/etc/kadapt"
+TRAINER_CONFIG_FILE = "trainer.json"
+DEEPSPEED_CONFIG_FILE = "deepspeed.json"
+
+
+class ProgressReport(BaseModel):
+    """What rank 0 serves at ``/progress`` (and writes, final, to ``RESULT_FILE``).
+
+    The operator and the local runner parse it with this model; snake_case on the wire.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["starting", "training", "evaluating", "saving", "succeeded", "failed", "stopped"] = "starting"
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    eval_metrics: dict[str, float] = Field(default_factory=dict)
+    samples_per_second: float | None = None
+    eta_seconds: float | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+    strategy: str | None = None
+    strategy_reason: str | None = None
+    last_checkpoint: str | None = None
+    output_uri: str | None = None
+    world_size: int = 1
+    wall_seconds: float = 0.0
+    message: str | None = None
+
+
+def gradient_accumulation(training: TrainingSpec, world_size: int) -> int:
+    """Micro-steps per optimizer step so that micro x world x accumulation == global batch.
+
+    Raises:
+        ValueError: when the global batch size does not divide evenly.
+    """
+    per_step = training.micro_batch_size * world_size
+    if training.global_batch_size % per_step:
+        raise ValueError(
+            f"training.globalBatchSize ({training.global_batch_size}) must be a multiple of "
+            f"microBatchSize x world size ({training.micro_batch_size} x {world_size}); "
+            f"use {max(per_step, training.global_batch_size // per_step * per_step)}"
+        )
+    return training.global_batch_size // per_step
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into a copy of ``base``; nested mappings merge, everything else replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def deepspeed_config(cfg: TrainerConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config for this job at this world size; user overrides merged last.
+
+    The optimizer and scheduler are built by the trainer (only trainable parameters, per-group
+    learning rates), so they are not part of this config.
+    """
+    ds = cfg.deepspeed
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    out: dict[str, Any] = {
+        "train_batch_size": cfg.training.global_batch_size,
+        "train_micro_batch_size_per_gpu": cfg.training.micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation(cfg.training, world_size),
+        "gradient_clipping": 1.0,
+        "zero_optimization": zero,
+        "bf16": {"enabled": cfg.training.precision == Precision.BF16},
+        "fp16": {"enabled": cfg.training.precision == Precision.FP16},
+        "steps_per_print": 1_000_000,
+        "wall_clock_breakdown": False,
+    }
+    return deep_merge(out, ds.overrides)
