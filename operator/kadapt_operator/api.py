@@ -10,6 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
 from kadapt_trainer.config import (
     API_GROUP,
     API_VERSION,
@@ -26,8 +29,6 @@ from kadapt_trainer.config import (
     TrainingSpec,
     cel,
 )
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
 
 PLURAL = "adaptationjobs"
 SINGULAR = "adaptationjob"

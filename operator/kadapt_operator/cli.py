@@ -10,6 +10,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import TypedDict
 
 import typer
 
@@ -25,6 +26,15 @@ app = typer.Typer(
 )
 
 
+class FileResult(TypedDict):
+    """One file's outcome in `kadapt validate --output json`."""
+
+    file: str
+    valid: bool
+    jobs: list[str]
+    errors: list[dict[str, str]]
+
+
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -36,13 +46,14 @@ def validate(
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json."),
 ) -> None:
     """Check manifests against the AdaptationJob API; exit 1 listing every error."""
-    results = []
+    results: list[FileResult] = []
     for path in files:
         try:
-            jobs = load_jobs(path)
-            results.append({"file": str(path), "valid": True, "jobs": [j.metadata.name for j in jobs], "errors": []})
+            names = [j.metadata.name for j in load_jobs(path)]
+            results.append(FileResult(file=str(path), valid=True, jobs=names, errors=[]))
         except SpecInvalid as exc:
-            results.append({"file": str(path), "valid": False, "jobs": [], "errors": [e.to_dict() for e in exc.errors]})
+            errors = [e.to_dict() for e in exc.errors]
+            results.append(FileResult(file=str(path), valid=False, jobs=[], errors=errors))
     ok = all(r["valid"] for r in results)
     if output == OutputFormat.JSON:
         typer.echo(json.dumps({"valid": ok, "files": results}, indent=2))

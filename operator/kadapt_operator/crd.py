@@ -72,12 +72,20 @@ def _structural(node: Any, defs: dict[str, Any], *, status: bool) -> Any:
     for key, value in node.items():
         if key in _DROP_KEYS or (key == "default" and (value is None or status)):
             continue
-        if key == "exclusiveMinimum":
+        if key == "exclusiveMinimum" and not isinstance(value, bool):
             out["minimum"], out["exclusiveMinimum"] = value, True
-        elif key == "exclusiveMaximum":
+        elif key == "exclusiveMaximum" and not isinstance(value, bool):
             out["maximum"], out["exclusiveMaximum"] = value, True
         elif key == "properties":
-            out[key] = {k: _structural(v, defs, status=status) for k, v in value.items()}
+            required = set(node.get("required", []))
+            out[key] = {}
+            for name, prop in value.items():
+                converted = _structural(prop, defs, status=status)
+                # A sub-object with a default_factory (a plain $ref, not Optional) defaults to {}
+                # so that the API server fills its own defaults in too.
+                if "$ref" in prop and name not in required and not status:
+                    converted.setdefault("default", {})
+                out[key][name] = converted
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = _structural(value, defs, status=status)
         else:
@@ -97,11 +105,6 @@ def _structural(node: Any, defs: dict[str, Any], *, status: bool) -> Any:
         out.setdefault("maxItems", _MAX_ITEMS)
     if out.get("type") == "string" and "enum" not in out and "format" not in out:
         out.setdefault("maxLength", _MAX_STRING)
-    if out.get("type") == "object" and "properties" in out:
-        required = set(out.get("required", []))
-        for name, prop in out["properties"].items():
-            if name not in required and prop.get("type") == "object" and "properties" in prop and not status:
-                prop.setdefault("default", {})
     return out
 
 

@@ -94,6 +94,10 @@ def _message(err: Any) -> str:
     if kind in ("enum", "literal_error"):
         expected = err.get("ctx", {}).get("expected", "")
         return f"{err['input']!r} is not allowed; use one of {expected}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(err.get("ctx", {}).values()), "?")
+        return f"must be {bounds[kind]} {limit} (got {err['input']!r}); change it to a value {bounds[kind]} {limit}"
     if kind == "value_error":
         return str(err["ctx"]["error"])
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 API_GROUP = "kadapt.dev"
 API_VERSION = "v1alpha1"
@@ -33,9 +34,9 @@ DEFAULT_PROGRESS_PORT = 9090
 URI_SCHEMES = ("file://", "pvc://", "hf://", "pkg://")
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One CEL rule for ``x-kubernetes-validations``."""
-    out = {"rule": rule, "message": message}
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     return out
