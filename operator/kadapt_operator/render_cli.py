@@ -1,0 +1,72 @@
+"""``kadapt render``: print exactly the objects the operator would create, like ``helm template``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kadapt_operator.render import render, to_yaml
+from kadapt_operator.settings import SettingsError, load_settings
+from kadapt_operator.validation import SpecError, SpecInvalid, load_jobs
+
+
+def _print_invalid(source: str, errors: list[SpecError]) -> None:
+    """Errors in the format of ``kadapt validate``."""
+    typer.echo(f"{source}: invalid", err=True)
+    for e in errors:
+        typer.echo(f"  {e.path}: {e.message}", err=True)
+
+
+def render_files(files: list[Path], settings_file: Path | None) -> None:
+    """Validate and render every job of ``files``; print YAML only when all of them render.
+
+    Raises:
+        typer.Exit: code 1 on invalid manifests or settings (nothing printed on stdout then).
+    """
+    try:
+        settings = load_settings(settings_file)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    objects: list[dict[str, Any]] = []
+    ok = True
+    for path in files:
+        try:
+            jobs = load_jobs(path)
+        except SpecInvalid as exc:
+            _print_invalid(str(path), exc.errors)
+            ok = False
+            continue
+        errors: list[SpecError] = []
+        for i, job in enumerate(jobs):
+            try:
+                objects.extend(render(job, settings).objects())
+            except SpecInvalid as exc:
+                prefix = f"[doc {i}] " if len(jobs) > 1 else ""
+                errors.extend(SpecError(prefix + e.path, e.message) for e in exc.errors)
+        if errors:
+            _print_invalid(str(path), errors)
+            ok = False
+    if not ok:
+        raise typer.Exit(1)
+    sys.stdout.write(to_yaml(objects))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``kadapt render`` to the CLI."""
+
+    @app.command("render")
+    def render_command(
+        files: list[Path] = typer.Argument(..., help="AdaptationJob manifests (YAML, several documents allowed)."),
+        settings_file: Path | None = typer.Option(
+            None,
+            "--settings",
+            "-s",
+            help="Operator settings YAML (default: $KADAPT_OPERATOR_CONFIG or /etc/kadapt/operator.yaml if present).",
+        ),
+    ) -> None:
+        """Print the ConfigMap, Service and Job the operator creates for each job (multi-document YAML)."""
+        render_files(files, settings_file)
