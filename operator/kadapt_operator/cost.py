@@ -1,0 +1,436 @@
+"""GPU cost accounting and budgets: pure functions, no Kubernetes client, no clock.
+
+GPU seconds = sum over pods of running seconds x GPUs requested. The operator samples pods on
+every poll, and each sample adds only the time since the previous one. What was already
+counted is recorded per pod in a :class:`CostLedger` that lives in the job's status
+(``status.cost``), never in memory: after an operator restart, or after polls were missed, the
+next poll continues from the recorded marks, so nothing is counted twice and nothing is lost
+as long as each pod is seen once after it ends.
+
+Typical use in a poll handler::
+
+    ledger = CostLedger.from_status(body.get("status", {}).get("cost"))
+    pods = [p for p in (pod_interval(pod) for pod in listed_pods) if p is not None]
+    result = accrue(ledger, pods, now=now)
+    price = price_for(settings.gpu_prices, spec.resources.gpu_type)
+    figures = cost_figures(result.ledger.gpu_seconds, price, eta_seconds=eta,
+                           allocated_gpus=allocated_gpus(pods))
+    patch.status["cost"] = {**result.ledger.to_status(), **figures.to_status(),
+                            "currency": settings.currency, "gpuType": gpu_type}
+    metrics.add_usage(usage_key, result.added_gpu_seconds, cost_of(result.added_gpu_seconds, price))
+    decision = budget_decision(spec.budget, result.ledger.gpu_seconds, figures.cost_so_far)
+
+Accrue before deleting pods (gang restart, suspension): time a pod runs after its last sample
+and before it vanishes unseen cannot be known, and is not guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+#: Extended resource name of NVIDIA GPUs in pod specs.
+GPU_RESOURCE = "nvidia.com/gpu"
+#: Key of the fallback price in the operator's price table.
+DEFAULT_PRICE_KEY = "default"
+#: Name of the trainer container in rendered pods (its start and end bound the running time).
+TRAINER_CONTAINER = "trainer"
+SECONDS_PER_HOUR = 3600.0
+
+#: Condition type set when a budget stops a job (one of the contract's condition types).
+CONDITION_BUDGET_EXCEEDED = "BudgetExceeded"
+#: Reasons carried by the BudgetExceeded condition and the Event.
+REASON_MAX_COST = "MaxCostReached"
+REASON_MAX_GPU_HOURS = "MaxGPUHoursReached"
+REASON_NAMESPACE_BUDGET = "NamespaceBudgetExceeded"
+REASON_WITHIN_BUDGET = "WithinBudget"
+
+#: Keys under ``status.cost`` that this module owns.
+STATUS_GPU_SECONDS = "gpuSeconds"
+STATUS_ACCOUNTED_UNTIL = "accountedUntil"
+
+
+def _utc(ts: datetime) -> datetime:
+    """Naive datetimes are read as UTC; aware ones are converted to it."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def parse_time(value: str | datetime | None) -> datetime | None:
+    """An RFC 3339 timestamp as Kubernetes writes it (``2026-01-02T03:04:05Z``), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return _utc(value)
+    return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+def format_time(ts: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix; microseconds kept only when present."""
+    ts = _utc(ts)
+    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    if ts.microsecond:
+        text += f".{ts.microsecond:06d}"
+    return text + "Z"
+
+
+@dataclass(frozen=True)
+class PodInterval:
+    """One pod's GPU-holding interval, as far as it is known at sampling time.
+
+    Attributes:
+        key: unique for the pod's lifetime (its uid, or its name: Job pods get random suffixes,
+            so a replacement pod never reuses a key).
+        gpus: GPUs the pod requested (summed over its containers).
+        started_at: when it began to run; None while still pending (nothing to count yet).
+        finished_at: when it stopped; None while it runs (counted up to ``now``).
+    """
+
+    key: str
+    gpus: int
+    started_at: datetime | None
+    finished_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet finished."""
+        return self.started_at is not None and self.finished_at is None
+
+
+def _quantity_int(value: Any) -> int:
+    """A GPU count from a resource quantity ("1", 2); extended resources are whole numbers."""
+    if value is None:
+        return 0
+    return int(float(str(value)))
+
+
+def pod_gpus(pod: Mapping[str, Any]) -> int:
+    """GPUs a pod requests: the sum over containers of ``nvidia.com/gpu`` (limits, else requests)."""
+    total = 0
+    for container in pod.get("spec", {}).get("containers", []) or []:
+        resources = container.get("resources", {}) or {}
+        limits = resources.get("limits", {}) or {}
+        requests = resources.get("requests", {}) or {}
+        total += _quantity_int(limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE)))
+    return total
+
+
+def pod_interval(pod: Mapping[str, Any], *, container: str = TRAINER_CONTAINER) -> PodInterval | None:
+    """Read a pod object (dict as the API returns it) into a :class:`PodInterval`.
+
+    The interval runs from the trainer container's start (``state.running.startedAt`` or
+    ``state.terminated.startedAt``) to its end (``state.terminated.finishedAt``). When the
+    container status is missing, a pod in phase Running counts from ``status.startTime``.
+    A pod that is Succeeded/Failed without a termination time ends at its ``startTime`` plus
+    nothing (it is not guessed). Returns None for a pod without a name or uid.
+    """
+    meta = pod.get("metadata", {}) or {}
+    key = meta.get("uid") or meta.get("name")
+    if not key:
+        return None
+    status = pod.get("status", {}) or {}
+    statuses = status.get("containerStatuses", []) or []
+    chosen = next((c for c in statuses if c.get("name") == container), statuses[0] if statuses else None)
+    started: datetime | None = None
+    finished: datetime | None = None
+    if chosen is not None:
+        state = chosen.get("state", {}) or {}
+        if "running" in state:
+            started = parse_time((state["running"] or {}).get("startedAt"))
+        elif "terminated" in state:
+            term = state["terminated"] or {}
+            started = parse_time(term.get("startedAt"))
+            finished = parse_time(term.get("finishedAt"))
+    phase = status.get("phase")
+    if started is None and phase == "Running":
+        started = parse_time(status.get("startTime"))
+    if started is not None and finished is None and phase in ("Succeeded", "Failed"):
+        finished = started  # ended, and when is unknown: count nothing more than already counted
+    return PodInterval(key=str(key), gpus=pod_gpus(pod), started_at=started, finished_at=finished)
+
+
+def allocated_gpus(pods: Iterable[PodInterval]) -> int:
+    """GPUs held right now: the sum over running pods."""
+    return sum(p.gpus for p in pods if p.running)
+
+
+@dataclass(frozen=True)
+class CostLedger:
+    """What has been counted: total GPU seconds and, per live pod, the time counted up to.
+
+    Persist it with :meth:`to_status` into ``status.cost`` and read it back with
+    :meth:`from_status`; it holds no other state.
+    """
+
+    gpu_seconds: float = 0.0
+    accounted_until: Mapping[str, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def from_status(cls, cost_status: Mapping[str, Any] | None) -> CostLedger:
+        """Read ``status.cost`` (camelCase dict); missing or empty gives an empty ledger."""
+        if not cost_status:
+            return cls()
+        marks_raw = cost_status.get(STATUS_ACCOUNTED_UNTIL) or {}
+        marks: dict[str, datetime] = {}
+        for key, value in marks_raw.items():
+            ts = parse_time(value)
+            if ts is not None:
+                marks[str(key)] = ts
+        return cls(gpu_seconds=float(cost_status.get(STATUS_GPU_SECONDS) or 0.0), accounted_until=marks)
+
+    def to_status(self) -> dict[str, Any]:
+        """The ledger's part of ``status.cost``: ``gpuSeconds`` and ``accountedUntil``.
+
+        ``accountedUntil`` maps pod key -> RFC 3339 time. Because a merge patch merges maps,
+        write it with the marks of pods that are gone set to None (see :func:`status_patch`).
+        """
+        return {
+            STATUS_GPU_SECONDS: self.gpu_seconds,
+            STATUS_ACCOUNTED_UNTIL: {k: format_time(v) for k, v in sorted(self.accounted_until.items())},
+        }
+
+
+@dataclass(frozen=True)
+class Accrual:
+    """Result of one sample: the new ledger, what this sample added, and pods no longer listed."""
+
+    ledger: CostLedger
+    added_gpu_seconds: float
+    dropped: tuple[str, ...] = ()
+
+    def status_patch(self) -> dict[str, Any]:
+        """``status.cost`` merge-patch fragment: new totals, and None for marks to delete."""
+        out = self.ledger.to_status()
+        marks: dict[str, Any] = dict(out[STATUS_ACCOUNTED_UNTIL])
+        for key in self.dropped:
+            marks[key] = None
+        out[STATUS_ACCOUNTED_UNTIL] = marks
+        return out
+
+
+def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Accrual:
+    """Add the GPU time each pod ran since it was last counted, up to ``now``.
+
+    For each pod the counted window is ``[max(started_at, mark), min(finished_at or now, now)]``.
+    Calling it again with the same pods and ``now`` adds nothing; calling it after a gap (missed
+    polls, an operator restart with the ledger read back from status) adds exactly the gap.
+    Marks of pods no longer listed are dropped (pod keys are never reused), which keeps the
+    ledger as small as the live gang.
+
+    Args:
+        ledger: the ledger read from the job's status.
+        pods: every pod of the job that still exists (pending ones included or not).
+        now: the sampling time (operator clock, UTC).
+    """
+    now = _utc(now)
+    marks: dict[str, datetime] = dict(ledger.accounted_until)
+    added = 0.0
+    seen: set[str] = set()
+    for pod in pods:
+        seen.add(pod.key)
+        if pod.started_at is None:
+            continue
+        start = _utc(pod.started_at)
+        end = _utc(pod.finished_at) if pod.finished_at is not None else now
+        end = min(end, now)
+        mark = marks.get(pod.key)
+        begin = max(start, mark) if mark is not None else start
+        if end > begin:
+            added += (end - begin).total_seconds() * pod.gpus
+            marks[pod.key] = end
+        elif mark is None:
+            marks[pod.key] = begin
+    dropped = tuple(sorted(k for k in marks if k not in seen))
+    for key in dropped:
+        del marks[key]
+    return Accrual(
+        ledger=CostLedger(gpu_seconds=ledger.gpu_seconds + added, accounted_until=marks),
+        added_gpu_seconds=added,
+        dropped=dropped,
+    )
+
+
+class PriceTable(Protocol):
+    """Anything with the operator settings' ``gpu_prices`` (per GPU-hour, ``default`` required)."""
+
+    @property
+    def gpu_prices(self) -> Mapping[str, float]: ...
+
+
+def price_for(prices: Mapping[str, float] | PriceTable, gpu_type: str | None) -> float:
+    """Price per GPU-hour of ``gpu_type``, falling back to the table's ``default``.
+
+    Accepts the settings object itself or its ``gpu_prices`` mapping.
+
+    Raises:
+        ValueError: when neither the type nor ``default`` is priced.
+    """
+    table: Mapping[str, float] = prices if isinstance(prices, Mapping) else prices.gpu_prices
+    if gpu_type and gpu_type in table:
+        return float(table[gpu_type])
+    if DEFAULT_PRICE_KEY in table:
+        return float(table[DEFAULT_PRICE_KEY])
+    raise ValueError(
+        f"gpu_prices has no price for {gpu_type!r} and no {DEFAULT_PRICE_KEY!r} entry; "
+        f"add gpuPrices.{DEFAULT_PRICE_KEY} to the operator config"
+    )
+
+
+def cost_of(gpu_seconds: float, price_per_gpu_hour: float) -> float:
+    """Money for ``gpu_seconds`` at ``price_per_gpu_hour``."""
+    return gpu_seconds / SECONDS_PER_HOUR * price_per_gpu_hour
+
+
+def cost_so_far(ledger: CostLedger, price_per_gpu_hour: float) -> float:
+    """Money spent so far by the job whose ledger this is."""
+    return cost_of(ledger.gpu_seconds, price_per_gpu_hour)
+
+
+def projected_cost(
+    gpu_seconds: float, eta_seconds: float | None, allocated_gpus: int, price_per_gpu_hour: float
+) -> float | None:
+    """Projected cost at completion: spent so far plus the remaining ETA at the current allocation.
+
+    Returns None when the ETA is unknown (nothing sensible to project).
+    """
+    if eta_seconds is None or not math.isfinite(eta_seconds):
+        return None
+    remaining = max(eta_seconds, 0.0) * max(allocated_gpus, 0)
+    return cost_of(gpu_seconds + remaining, price_per_gpu_hour)
+
+
+@dataclass(frozen=True)
+class CostFigures:
+    """The money figures shown in status and metrics."""
+
+    gpu_seconds: float
+    cost_so_far: float
+    projected_cost: float | None
+    price_per_gpu_hour: float
+
+    def to_status(self) -> dict[str, Any]:
+        """camelCase keys of ``status.cost`` (as in ``kadapt_operator.api.Cost``)."""
+        return {
+            "gpuSeconds": self.gpu_seconds,
+            "costSoFar": self.cost_so_far,
+            "projectedCost": self.projected_cost,
+            "pricePerGPUHour": self.price_per_gpu_hour,
+        }
+
+
+def cost_figures(
+    gpu_seconds: float, price_per_gpu_hour: float, *, eta_seconds: float | None, allocated_gpus: int
+) -> CostFigures:
+    """Cost so far and projected cost from the ledger total, the ETA and the current allocation."""
+    return CostFigures(
+        gpu_seconds=gpu_seconds,
+        cost_so_far=cost_of(gpu_seconds, price_per_gpu_hour),
+        projected_cost=projected_cost(gpu_seconds, eta_seconds, allocated_gpus, price_per_gpu_hour),
+        price_per_gpu_hour=price_per_gpu_hour,
+    )
+
+
+class BudgetLike(Protocol):
+    """``BudgetSpec`` or anything with its two optional limits."""
+
+    @property
+    def max_cost(self) -> float | None: ...
+
+    @property
+    def max_gpu_hours(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    """Whether a limit is reached, which one (``reason``) and a message for the condition/Event."""
+
+    exceeded: bool
+    reason: str
+    message: str
+    #: The largest share of a limit used (cost/maxCost, hours/maxGPUHours); None without limits.
+    used_ratio: float | None = None
+
+
+def budget_decision(
+    budget: BudgetLike | None,
+    gpu_seconds: float,
+    cost: float,
+    *,
+    currency: str = "USD",
+    headroom_gpu_seconds: float = 0.0,
+    price_per_gpu_hour: float = 0.0,
+) -> BudgetDecision:
+    """Decide whether a job has reached (or would pass before the next check) its budget.
+
+    A limit is reached when the spend, plus ``headroom_gpu_seconds`` (GPU time expected before
+    the operator looks again, e.g. poll interval x allocated GPUs), is at or above it. A job
+    whose limits are no longer reached (the user raised them) gets ``exceeded=False`` and can
+    be resumed.
+    """
+    if budget is None or (budget.max_cost is None and budget.max_gpu_hours is None):
+        return BudgetDecision(False, REASON_WITHIN_BUDGET, "no budget set", None)
+    ratios: list[float] = []
+    future_seconds = gpu_seconds + max(headroom_gpu_seconds, 0.0)
+    future_cost = cost + cost_of(max(headroom_gpu_seconds, 0.0), price_per_gpu_hour)
+    if budget.max_gpu_hours is not None:
+        hours = gpu_seconds / SECONDS_PER_HOUR
+        ratios.append(hours / budget.max_gpu_hours)
+        if future_seconds / SECONDS_PER_HOUR >= budget.max_gpu_hours:
+            return BudgetDecision(
+                True,
+                REASON_MAX_GPU_HOURS,
+                f"used {hours:.4f} GPU-hours of spec.budget.maxGPUHours {budget.max_gpu_hours:g}; "
+                "the job is suspended with its checkpoint kept; raise spec.budget.maxGPUHours to resume",
+                max(ratios),
+            )
+    if budget.max_cost is not None:
+        ratios.append(cost / budget.max_cost)
+        if future_cost >= budget.max_cost:
+            return BudgetDecision(
+                True,
+                REASON_MAX_COST,
+                f"spent {cost:.4f} {currency} of spec.budget.maxCost {budget.max_cost:g} {currency}; "
+                "the job is suspended with its checkpoint kept; raise spec.budget.maxCost to resume",
+                max(ratios),
+            )
+    return BudgetDecision(False, REASON_WITHIN_BUDGET, "within budget", max(ratios))
+
+
+def namespace_spent(jobs: Iterable[Mapping[str, Any]], namespace: str) -> float:
+    """Total ``status.cost.costSoFar`` of the AdaptationJobs (dicts) in ``namespace``."""
+    total = 0.0
+    for job in jobs:
+        if (job.get("metadata", {}) or {}).get("namespace", "default") != namespace:
+            continue
+        cost = ((job.get("status", {}) or {}).get("cost", {}) or {}).get("costSoFar")
+        total += float(cost or 0.0)
+    return total
+
+
+def namespace_budget_decision(
+    namespace: str,
+    namespace_budgets: Mapping[str, float],
+    spent: float,
+    *,
+    currency: str = "USD",
+) -> BudgetDecision:
+    """May a new job start in ``namespace``? Refused once the namespace has spent its budget.
+
+    ``namespace_budgets`` is the operator config's map (namespace -> amount); a namespace
+    without an entry has no limit.
+    """
+    limit = namespace_budgets.get(namespace)
+    if limit is None:
+        return BudgetDecision(False, REASON_WITHIN_BUDGET, f"namespace {namespace} has no budget", None)
+    ratio = spent / limit if limit > 0 else math.inf
+    if spent >= limit:
+        return BudgetDecision(
+            True,
+            REASON_NAMESPACE_BUDGET,
+            f"namespace {namespace} has spent {spent:.4f} {currency} of its budget {limit:g} {currency}; "
+            "new jobs are refused; raise namespaceBudgets.<namespace> in the operator config",
+            ratio,
+        )
+    return BudgetDecision(False, REASON_WITHIN_BUDGET, "within namespace budget", ratio)

@@ -1,0 +1,360 @@
+"""The operator's Prometheus metrics: one explicit registry, methods the kopf handlers call.
+
+Fleet metrics (jobs by phase, completions, restarts, reconciles, GPU seconds and cost by
+namespace/queue/GPU type) live as long as the operator process. Per-job gauges (labels
+``namespace``, ``job``) exist only while the job does: :meth:`OperatorMetrics.remove_job`
+deletes every one of its series. The reference of every metric is ``docs/metrics.md``
+(copied into the README); a test scrapes this module's server and compares.
+
+Use the module's :data:`METRICS` from handlers and :func:`serve_metrics` at start-up::
+
+    from kadapt_operator.metrics import METRICS, JobSample, UsageKey, serve_metrics
+    serve_metrics(settings.metrics_port)
+    with METRICS.reconcile("poll"):
+        ...
+        METRICS.add_usage(UsageKey(ns, queue, gpu_type), accrual.added_gpu_seconds, added_cost)
+        METRICS.observe_job(sample_from_body(body))
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import start_http_server
+
+from kadapt_operator import __version__
+
+#: Phases of an AdaptationJob (the contract's list); jobs-by-phase reports all of them.
+PHASES = ("Pending", "Created", "Running", "Suspended", "Restarting", "Succeeded", "Failed")
+#: Phases in which a job's pods hold GPUs (for :func:`sample_from_body`'s allocation guess).
+GPU_HOLDING_PHASES = frozenset({"Running"})
+#: Completion results (label ``result``).
+RESULT_SUCCEEDED = "succeeded"
+RESULT_FAILED = "failed"
+#: Restart reasons (label ``reason``): a worker failed (counts against backoffLimit), or the
+#: gang was disrupted (preemption, eviction, node drain; does not count).
+RESTART_FAILURE = "failure"
+RESTART_DISRUPTION = "disruption"
+#: ``queue`` label value for jobs that name no queue.
+NO_QUEUE = "none"
+
+#: Seconds buckets for reconcile handler durations.
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Seconds buckets from creation to Running (scheduling, image pulls, queueing).
+TIME_TO_RUNNING_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
+
+JOB_LABELS = ("namespace", "job")
+
+# No ``*_created`` companion series: they double the exposition and are not in the reference.
+disable_created_metrics()
+
+
+@dataclass(frozen=True)
+class UsageKey:
+    """Where GPU time is booked: namespace, Kueue queue (or :data:`NO_QUEUE`) and GPU type."""
+
+    namespace: str
+    queue: str | None
+    gpu_type: str
+
+    def labels(self) -> tuple[str, str, str]:
+        """Label values in the order namespace, queue, gpu_type."""
+        return (self.namespace, self.queue or NO_QUEUE, self.gpu_type)
+
+
+@dataclass(frozen=True)
+class JobSample:
+    """What the per-job gauges show for one live job (all figures from its status).
+
+    ``projected_cost``, ``eta_seconds`` and ``budget_used_ratio`` are None when unknown (no ETA
+    yet, no budget): their series are then absent, not zero.
+    """
+
+    namespace: str
+    name: str
+    phase: str
+    progress_ratio: float = 0.0
+    allocated_gpus: int = 0
+    gpu_seconds: float = 0.0
+    cost: float = 0.0
+    projected_cost: float | None = None
+    eta_seconds: float | None = None
+    budget_used_ratio: float | None = None
+    restarts: int = 0
+
+
+def _float(value: Any, default: float | None = 0.0) -> float | None:
+    return default if value is None else float(value)
+
+
+def sample_from_body(body: Mapping[str, Any], *, allocated: int | None = None) -> JobSample:
+    """Build a :class:`JobSample` from an AdaptationJob object (dict with spec and status).
+
+    Args:
+        body: the job as kopf passes it (``body``) or as read from the API.
+        allocated: GPUs its running pods hold (:func:`kadapt_operator.cost.allocated_gpus`); when
+            None, workers x gpusPerWorker while the phase is Running, else 0.
+    """
+    meta = body.get("metadata", {}) or {}
+    spec = body.get("spec", {}) or {}
+    status = body.get("status", {}) or {}
+    phase = status.get("phase") or "Pending"
+    progress = status.get("progress", {}) or {}
+    cost = status.get("cost", {}) or {}
+    resources = spec.get("resources", {}) or {}
+    if allocated is None:
+        workers = int(resources.get("workers", 1))
+        gpus = int(resources.get("gpusPerWorker", 1))
+        allocated = workers * gpus if phase in GPU_HOLDING_PHASES else 0
+    percent = float(progress.get("percent") or 0.0)
+    gpu_seconds = float(cost.get("gpuSeconds") or 0.0)
+    spent = float(cost.get("costSoFar") or 0.0)
+    budget = spec.get("budget", {}) or {}
+    ratios = []
+    if budget.get("maxCost"):
+        ratios.append(spent / float(budget["maxCost"]))
+    if budget.get("maxGPUHours"):
+        ratios.append(gpu_seconds / 3600.0 / float(budget["maxGPUHours"]))
+    return JobSample(
+        namespace=meta.get("namespace", "default"),
+        name=meta["name"],
+        phase=phase,
+        progress_ratio=max(0.0, min(percent / 100.0, 1.0)),
+        allocated_gpus=allocated,
+        gpu_seconds=gpu_seconds,
+        cost=spent,
+        projected_cost=_float(cost.get("projectedCost"), None),
+        eta_seconds=_float(progress.get("etaSeconds"), None),
+        budget_used_ratio=max(ratios) if ratios else None,
+        restarts=int(status.get("restarts") or 0),
+    )
+
+
+class OperatorMetrics:
+    """Every operator metric, registered in its own :class:`CollectorRegistry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, currency: str = "USD") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.info = Gauge(
+            "kadapt_operator_info", "Operator build and settings; always 1.", ("version", "currency"), registry=reg
+        )
+        self.jobs = Gauge("kadapt_jobs", "AdaptationJobs by phase.", ("namespace", "phase"), registry=reg)
+        self.completions = Counter(
+            "kadapt_job_completions", "Jobs that finished, by result.", ("namespace", "result"), registry=reg
+        )
+        self.restarts = Counter(
+            "kadapt_job_restarts", "Gang restarts, by reason (failure or disruption).",
+            ("namespace", "reason"), registry=reg,
+        )
+        self.budget_exceeded = Counter(
+            "kadapt_budget_exceeded", "Jobs suspended or refused by a budget, by reason.",
+            ("namespace", "reason"), registry=reg,
+        )
+        self.reconcile_duration = Histogram(
+            "kadapt_operator_reconcile_duration_seconds", "Time spent in one handler call.",
+            ("handler",), buckets=RECONCILE_BUCKETS, registry=reg,
+        )
+        self.reconcile_errors = Counter(
+            "kadapt_operator_reconcile_errors", "Handler calls that raised.", ("handler",), registry=reg
+        )
+        self.time_to_running = Histogram(
+            "kadapt_job_time_to_running_seconds", "Seconds from a job's creation to its first Running phase.",
+            ("namespace",), buckets=TIME_TO_RUNNING_BUCKETS, registry=reg,
+        )
+        usage = ("namespace", "queue", "gpu_type")
+        self.gpu_seconds_total = Counter(
+            "kadapt_gpu_seconds", "GPU seconds used (running time x GPUs requested).", usage, registry=reg
+        )
+        self.cost_total = Counter(
+            "kadapt_gpu_cost", "GPU cost in the operator's currency (see kadapt_operator_info).", usage, registry=reg
+        )
+        self.job_phase = Gauge(
+            "kadapt_job_phase", "1 for the live job's current phase, 0 for the others.",
+            (*JOB_LABELS, "phase"), registry=reg,
+        )
+        self.job_progress = Gauge(
+            "kadapt_job_progress_ratio", "Optimizer steps done / total steps (0 to 1).", JOB_LABELS, registry=reg
+        )
+        self.job_gpus = Gauge(
+            "kadapt_job_allocated_gpus", "GPUs held by the job's running pods.", JOB_LABELS, registry=reg
+        )
+        self.job_gpu_seconds = Gauge(
+            "kadapt_job_gpu_seconds", "GPU seconds the job has used (from its status ledger).", JOB_LABELS,
+            registry=reg,
+        )
+        self.job_cost = Gauge("kadapt_job_cost", "Cost of the job so far.", JOB_LABELS, registry=reg)
+        self.job_projected_cost = Gauge(
+            "kadapt_job_projected_cost", "Projected cost at completion (absent until an ETA is known).",
+            JOB_LABELS, registry=reg,
+        )
+        self.job_eta = Gauge(
+            "kadapt_job_eta_seconds", "Estimated seconds to completion (absent until known).", JOB_LABELS,
+            registry=reg,
+        )
+        self.job_budget_ratio = Gauge(
+            "kadapt_job_budget_used_ratio", "Largest share of maxCost or maxGPUHours used (absent without budget).",
+            JOB_LABELS, registry=reg,
+        )
+        self.job_restarts = Gauge(
+            "kadapt_job_restart_count", "Gang restarts of the job so far (status.restarts).", JOB_LABELS,
+            registry=reg,
+        )
+        self._per_job = (
+            self.job_progress, self.job_gpus, self.job_gpu_seconds, self.job_cost, self.job_projected_cost,
+            self.job_eta, self.job_budget_ratio, self.job_restarts,
+        )
+        self._lock = threading.Lock()
+        self._phases: dict[tuple[str, str], str] = {}
+        self._namespaces: set[str] = set()
+        self._running_seen: set[tuple[str, str]] = set()
+        self._completed: set[tuple[str, str]] = set()
+        self.set_currency(currency)
+
+    # --- settings -------------------------------------------------------------------------
+    def set_currency(self, currency: str) -> None:
+        """Publish the currency of every cost metric (``kadapt_operator_info``)."""
+        self.info.clear()
+        self.info.labels(__version__, currency).set(1)
+
+    # --- reconciles -----------------------------------------------------------------------
+    def observe_reconcile(self, handler: str, seconds: float, *, error: bool = False) -> None:
+        """Record one handler call's duration, and whether it raised."""
+        self.reconcile_duration.labels(handler).observe(max(seconds, 0.0))
+        if error:
+            self.reconcile_errors.labels(handler).inc()
+
+    @contextmanager
+    def reconcile(self, handler: str) -> Iterator[None]:
+        """Time the ``with`` block as one call of ``handler``; an exception counts as an error."""
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.observe_reconcile(handler, time.perf_counter() - start, error=True)
+            raise
+        self.observe_reconcile(handler, time.perf_counter() - start)
+
+    # --- jobs -----------------------------------------------------------------------------
+    def _recount(self, namespace: str) -> None:
+        counts = dict.fromkeys(PHASES, 0)
+        for (ns, _), phase in self._phases.items():
+            if ns == namespace:
+                counts[phase] = counts.get(phase, 0) + 1
+        for phase, n in counts.items():
+            self.jobs.labels(namespace, phase).set(n)
+
+    def set_job_phase(self, namespace: str, name: str, phase: str) -> None:
+        """Record a live job's phase (jobs-by-phase and ``kadapt_job_phase``)."""
+        with self._lock:
+            self._phases[(namespace, name)] = phase
+            self._namespaces.add(namespace)
+            self._recount(namespace)
+            for known in {*PHASES, phase}:
+                self.job_phase.labels(namespace, name, known).set(1 if known == phase else 0)
+
+    def observe_job(self, sample: JobSample) -> None:
+        """Set every per-job gauge from one sample (call after each status update)."""
+        ns, name = sample.namespace, sample.name
+        self.set_job_phase(ns, name, sample.phase)
+        self.job_progress.labels(ns, name).set(sample.progress_ratio)
+        self.job_gpus.labels(ns, name).set(sample.allocated_gpus)
+        self.job_gpu_seconds.labels(ns, name).set(sample.gpu_seconds)
+        self.job_cost.labels(ns, name).set(sample.cost)
+        self.job_restarts.labels(ns, name).set(sample.restarts)
+        for gauge, value in (
+            (self.job_projected_cost, sample.projected_cost),
+            (self.job_eta, sample.eta_seconds),
+            (self.job_budget_ratio, sample.budget_used_ratio),
+        ):
+            if value is None:
+                _remove(gauge, ns, name)
+            else:
+                gauge.labels(ns, name).set(value)
+
+    def remove_job(self, namespace: str, name: str) -> None:
+        """Delete every series of a job that is gone (call from the delete handler)."""
+        with self._lock:
+            phase = self._phases.pop((namespace, name), None)
+            for gauge in self._per_job:
+                _remove(gauge, namespace, name)
+            for known in {*PHASES, *([phase] if phase else [])}:
+                _remove(self.job_phase, namespace, name, known)
+            self._running_seen.discard((namespace, name))
+            self._completed.discard((namespace, name))
+            if namespace in self._namespaces:
+                self._recount(namespace)
+
+    def record_running(self, namespace: str, name: str, seconds_since_creation: float) -> None:
+        """Observe time-to-running once per job (later calls for the same job are ignored)."""
+        with self._lock:
+            if (namespace, name) in self._running_seen:
+                return
+            self._running_seen.add((namespace, name))
+        self.time_to_running.labels(namespace).observe(max(seconds_since_creation, 0.0))
+
+    def record_completion(self, namespace: str, name: str, result: str) -> None:
+        """Count a job's completion once (``succeeded`` or ``failed``)."""
+        if result not in (RESULT_SUCCEEDED, RESULT_FAILED):
+            raise ValueError(f"result must be {RESULT_SUCCEEDED!r} or {RESULT_FAILED!r}, not {result!r}")
+        with self._lock:
+            if (namespace, name) in self._completed:
+                return
+            self._completed.add((namespace, name))
+        self.completions.labels(namespace, result).inc()
+
+    def record_restart(self, namespace: str, reason: str = RESTART_FAILURE) -> None:
+        """Count one gang restart (``failure`` or ``disruption``)."""
+        if reason not in (RESTART_FAILURE, RESTART_DISRUPTION):
+            raise ValueError(f"reason must be {RESTART_FAILURE!r} or {RESTART_DISRUPTION!r}, not {reason!r}")
+        self.restarts.labels(namespace, reason).inc()
+
+    def record_budget_exceeded(self, namespace: str, reason: str) -> None:
+        """Count a budget suspension or refusal (reason from ``kadapt_operator.cost``)."""
+        self.budget_exceeded.labels(namespace, reason).inc()
+
+    def add_usage(self, key: UsageKey, gpu_seconds: float, cost: float) -> None:
+        """Add newly accrued GPU seconds and their cost (the ``added`` part of one accrual only)."""
+        if gpu_seconds < 0 or cost < 0:
+            raise ValueError("usage increments must be >= 0")
+        labels = key.labels()
+        self.gpu_seconds_total.labels(*labels).inc(gpu_seconds)
+        self.cost_total.labels(*labels).inc(cost)
+
+
+def _remove(metric: Gauge, *labels: str) -> None:
+    """Remove a labelled series if it exists."""
+    with suppress(KeyError):
+        metric.remove(*labels)
+
+
+#: The operator process's metrics (handlers import this one).
+METRICS = OperatorMetrics()
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` HTTP server (a daemon thread)."""
+
+    port: int
+    _server: Any
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(port: int, *, metrics: OperatorMetrics | None = None, addr: str = "0.0.0.0") -> MetricsServer:
+    """Serve ``metrics`` (default :data:`METRICS`) at ``http://addr:port/metrics``; port 0 picks one."""
+    chosen = metrics if metrics is not None else METRICS
+    server, thread = start_http_server(port, addr=addr, registry=chosen.registry)
+    return MetricsServer(port=int(server.server_port), _server=server, _thread=thread)
