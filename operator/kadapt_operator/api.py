@@ -45,7 +45,7 @@ MUTABLE_SPEC_FIELDS = frozenset({"budget", "runPolicy"})
 class Toleration(SpecModel):
     """A Kubernetes toleration (the subset training pods need)."""
 
-    key: str | None = None
+    key: str | None = Field(default=None, description="Taint key to tolerate.")
     operator: Annotated[str, Field(pattern="^(Exists|Equal)$")] = "Equal"
     value: str | None = None
     effect: Annotated[str, Field(pattern="^(NoSchedule|PreferNoSchedule|NoExecute)$")] | None = None
@@ -98,7 +98,7 @@ class AdaptationJobSpec(SpecModel):
     )
 
     model: ModelSpec = _immutable()
-    task: Task = _immutable(default=Task.SEQUENCE_CLASSIFICATION)
+    task: Task = _immutable(default=Task.SEQUENCE_CLASSIFICATION, description="What the adapted model does.")
     dataset: DatasetSpec = _immutable()
     strategy: StrategySpec = _immutable(default_factory=StrategySpec)
     training: TrainingSpec = _immutable(default_factory=TrainingSpec)

@@ -160,9 +160,9 @@ class PartialSpec(SpecModel):
 class LoraSpec(SpecModel):
     """PEFT LoRA settings."""
 
-    rank: int = Field(default=8, ge=1, le=1024)
-    alpha: float = Field(default=16.0, gt=0)
-    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    rank: int = Field(default=8, ge=1, le=1024, description="Rank r of the low-rank update.")
+    alpha: float = Field(default=16.0, gt=0, description="Scaling: the update is multiplied by alpha / rank.")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     target_modules: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="Empty: sensible defaults for the architecture."
     )
@@ -221,9 +221,9 @@ class StrategySpec(SpecModel):
 class EarlyStoppingSpec(SpecModel):
     """Stop when the validation metric stops improving (on by default against overfitting)."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Stop when the validation metric stops improving.")
     patience: int = Field(default=2, ge=1, description="Evaluations without improvement before stopping.")
-    metric: Literal["eval_loss", "accuracy"] = Field(default="eval_loss")
+    metric: Literal["eval_loss", "accuracy"] = Field(default="eval_loss", description="Watched metric.")
 
 
 class TrainingSpec(SpecModel):
@@ -240,18 +240,18 @@ class TrainingSpec(SpecModel):
         }
     )
 
-    epochs: int = Field(default=3, ge=1, le=1000)
+    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data.")
     max_steps: int | None = Field(default=None, ge=1, description="Caps optimizer steps; overrides epochs.")
     global_batch_size: int = Field(default=32, ge=1, le=65536, description="Examples per optimizer step, all ranks.")
     micro_batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per forward pass per rank.")
-    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1.0, description="Peak learning rate of the backbone.")
     head_learning_rate: float | None = Field(
         default=None, gt=0, le=10.0, description="Learning rate of the new head; default 20x learningRate."
     )
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
-    precision: Precision = Field(default=Precision.FP32)
-    seed: int = Field(default=42, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps with linear warm-up.")
+    precision: Precision = Field(default=Precision.FP32, description="fp32 on CPU; bf16 on Ampere and newer.")
+    seed: int = Field(default=42, ge=0, description="Seeds data order, initialisation and dropout.")
     eval_every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
 
@@ -283,9 +283,9 @@ class DeepSpeedSpec(SpecModel):
         }
     )
 
-    zero_stage: int = Field(default=0, ge=0, le=3)
-    offload_optimizer: bool = False
-    offload_params: bool = False
+    zero_stage: int = Field(default=0, ge=0, le=3, description="ZeRO: 0 off, 1 optimizer, 2 +gradients, 3 +parameters.")
+    offload_optimizer: bool = Field(default=False, description="Optimizer state in CPU memory (ZeRO 1-3).")
+    offload_params: bool = Field(default=False, description="Parameters in CPU memory (ZeRO 3).")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Raw DeepSpeed config keys merged last (expert use).",
@@ -312,8 +312,8 @@ class CheckpointSpec(SpecModel):
     """Periodic, atomic checkpoints; a restarted gang resumes from the newest complete one."""
 
     every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
-    every_minutes: float | None = Field(default=None, gt=0)
-    keep: int = Field(default=2, ge=1, le=100)
+    every_minutes: float | None = Field(default=None, gt=0, description="Also checkpoint on a wall-clock interval.")
+    keep: int = Field(default=2, ge=1, le=100, description="Complete checkpoints kept; older ones are deleted.")
     uri: UriStr | None = Field(default=None, description="Default: <output.uri>/checkpoints.")
 
 
