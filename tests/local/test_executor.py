@@ -189,7 +189,9 @@ class TestPlan:
             plans_for(objects, tmp_path)
 
     def test_secret_env_is_refused_with_a_hint(self, tmp_path: Path) -> None:
-        objects = rendered(1, ["true"], env=[{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+        objects = rendered(
+            1, ["true"], env=[{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+        )
         with pytest.raises(PodSpecUnsupported, match="export the variable instead"):
             plans_for(objects, tmp_path)
 

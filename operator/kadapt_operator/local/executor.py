@@ -213,11 +213,7 @@ class _Rewriter:
     def __init__(self, mounts: Mapping[str, Path], hosts: Sequence[str], ports: Mapping[int, int]) -> None:
         self._mounts = sorted(mounts.items(), key=lambda kv: len(kv[0]), reverse=True)
         self._mount_re = (
-            re.compile(
-                r"(?<![\w./-])("
-                + "|".join(re.escape(m) for m, _ in self._mounts)
-                + r")(?=/|$|[^\w.-])"
-            )
+            re.compile(r"(?<![\w./-])(" + "|".join(re.escape(m) for m, _ in self._mounts) + r")(?=/|$|[^\w.-])")
             if self._mounts
             else None
         )
