@@ -187,10 +187,11 @@ def _error_message(exc: ValidationError, sources: Mapping[str, str]) -> str:
     parts = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        field = loc[0] if loc else ""
-        key = ".".join(loc) or "(settings)"
-        where = sources.get(field, "")
         msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+        # Cross-field errors have no location: they name their fields in the message.
+        fields = [loc[0]] if loc else [f for f in OperatorSettings.model_fields if f in msg]
+        key = ".".join(loc) or (fields[0] if fields else "(settings)")
+        where = ", ".join(dict.fromkeys(sources[f] for f in fields if f in sources))
         got = f" (got {err['input']!r})" if loc and not isinstance(err.get("input"), dict) else ""
         parts.append(f"{key}: {msg}{got}" + (f" [from {where}]" if where else ""))
     return "invalid operator settings: " + "; ".join(parts)
