@@ -31,8 +31,11 @@ ENV_PREFIX = "KADAPT_"
 #: Key of the price table used for GPU types it does not list.
 DEFAULT_GPU_TYPE = "default"
 DEFAULT_TRAINER_IMAGE = f"ghcr.io/kadapt/kadapt-trainer:{__version__}"
-#: The operator's own Prometheus port (the trainer's is ``progress_port``).
-DEFAULT_METRICS_PORT = 8080
+#: The operator's own Prometheus port (the trainer's is ``progress_port``); as in the Helm chart,
+#: next to kopf's liveness endpoint on 8080.
+DEFAULT_METRICS_PORT = 8000
+#: Price per GPU-hour when the platform configures none (the Helm chart's default too).
+DEFAULT_GPU_PRICE = 2.5
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
@@ -51,7 +54,7 @@ class OperatorSettings(BaseModel):
     trainer_image: str = Field(default=DEFAULT_TRAINER_IMAGE, min_length=1)
     image_pull_policy: ImagePullPolicy = "IfNotPresent"
     gpu_prices: dict[str, float] = Field(
-        default_factory=lambda: {DEFAULT_GPU_TYPE: 0.0},
+        default_factory=lambda: {DEFAULT_GPU_TYPE: DEFAULT_GPU_PRICE},
         description="Price per GPU-hour by spec.resources.gpuType; 'default' prices every other type.",
     )
     currency: str = Field(default="USD", min_length=1, max_length=8)
@@ -64,6 +67,11 @@ class OperatorSettings(BaseModel):
     namespace_budgets: dict[str, float] = Field(
         default_factory=dict, description="Cost cap per namespace, in `currency`, over all its jobs."
     )
+
+    @field_validator("default_queue_name", mode="before")
+    @classmethod
+    def _empty_queue_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("gpu_prices")
     @classmethod
@@ -147,8 +155,6 @@ def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         ann = str(info.annotation)
         if ann.startswith("dict"):
             values[name] = _parse_mapping(raw, f"environment variable {var}")
-        elif name == "default_queue_name" and raw == "":
-            values[name] = None
         else:
             values[name] = raw
         sources[name] = f"environment variable {var}"

@@ -31,7 +31,7 @@ from kadapt_operator.render import (
     to_yaml,
     trainer_config,
 )
-from kadapt_operator.settings import OperatorSettings
+from kadapt_operator.settings import OperatorSettings, load_settings
 from kadapt_operator.validation import SpecInvalid, load_jobs, validate_object
 from kadapt_trainer.config import (
     CONFIG_DIR,
@@ -596,9 +596,12 @@ def test_cli_prints_exactly_the_rendered_objects(cli: Any, tmp_path: Path) -> No
     second["metadata"]["name"] = "other"
     path = write_docs(tmp_path / "jobs.yaml", [manifest(), second])
     files = [path, *EXAMPLES]
-    result = CliRunner().invoke(cli, ["render", *map(str, files)], env={"KADAPT_OPERATOR_CONFIG": ""})
+    settings_file = tmp_path / "operator.yaml"
+    settings_file.write_text("currency: EUR\n")
+    result = CliRunner().invoke(cli, ["render", *map(str, files), "--settings", str(settings_file)])
     assert result.exit_code == 0, result.output
-    settings = OperatorSettings()
+    settings = load_settings(settings_file)
+    assert settings.currency == "EUR"
     expected = [o for f in files for j in load_jobs(f) for o in render(j, settings).objects()]
     assert result.stdout == to_yaml(expected)
     assert list(yaml.safe_load_all(result.stdout)) == expected

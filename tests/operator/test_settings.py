@@ -92,6 +92,10 @@ def test_empty_env_queue_name_clears_it(tmp_path: Path) -> None:
     assert load_settings(path, env={env_var("default_queue_name"): ""}).default_queue_name is None
 
 
+def test_chart_style_empty_queue_name_means_none(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, {"default_queue_name": ""}), env={}).default_queue_name is None
+
+
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     path = tmp_path / "operator.yaml"
     path.write_text("")
