@@ -82,8 +82,14 @@ def version() -> None:
     typer.echo(f"kadapt {__version__}")
 
 
-# Commands from later layers register themselves: each module exposes register(app).
-# (render_cli: `kadapt render`; local.cli: `kadapt run`; runtime.cli: `kadapt operator`.)
+def _register_layers() -> None:
+    """Commands from the other layers; each module exposes ``register(app)``."""
+    from kadapt_operator import render_cli
+
+    render_cli.register(app)
+
+
+_register_layers()
 
 
 def main() -> None:
