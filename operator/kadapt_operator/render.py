@@ -193,6 +193,21 @@ def render_errors(job: AdaptationJob) -> list[SpecError]:
     return errors
 
 
+def cluster_warnings(job: AdaptationJob) -> list[SpecError]:
+    """What renders fine but loses work on a cluster (the local runner maps paths to folders).
+
+    A ``file://`` or plain-path output or checkpoint lands on the pod's read-only, ephemeral
+    root filesystem; only ``pvc://`` outlives the pod.
+    """
+    warnings: dict[str, SpecError] = {}
+    for path, uri, written in _uris(job):
+        if written and pvc_claim(uri) is None and path not in warnings:
+            warnings[path] = SpecError(
+                path, f"{uri} is inside the pod and lost when it ends; on a cluster use pvc://claim/path"
+            )
+    return list(warnings.values())
+
+
 def _config_json(value: dict[str, Any]) -> str:
     return json.dumps(value, indent=2, sort_keys=True) + "\n"
 

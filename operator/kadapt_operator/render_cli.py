@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from kadapt_operator.render import render, to_yaml
+from kadapt_operator.render import cluster_warnings, render, to_yaml
 from kadapt_operator.settings import SettingsError, load_settings
 from kadapt_operator.validation import SpecError, SpecInvalid, load_jobs
 
@@ -44,6 +44,8 @@ def render_files(files: list[Path], settings_file: Path | None) -> None:
         for i, job in enumerate(jobs):
             try:
                 objects.extend(render(job, settings).objects())
+                for w in cluster_warnings(job):
+                    typer.echo(f"{path}: warning: {job.metadata.name}: {w}", err=True)
             except SpecInvalid as exc:
                 prefix = f"[doc {i}] " if len(jobs) > 1 else ""
                 errors.extend(SpecError(prefix + e.path, e.message) for e in exc.errors)

@@ -27,6 +27,7 @@ from kadapt_operator.render import (
     PVC_MOUNT_ROOT,
     RENDEZVOUS_PORT,
     Rendered,
+    cluster_warnings,
     render,
     to_yaml,
     trainer_config,
@@ -566,6 +567,26 @@ def test_unrenderable_jobs_name_the_field(name: str, spec: dict[str, Any], field
     assert any(e.path == field and words in e.message for e in info.value.errors), info.value.errors
 
 
+@pytest.mark.parametrize(
+    ("spec", "paths"),
+    [
+        ({"output": {"uri": "pvc://models/out"}}, []),
+        ({"output": {"uri": "file:///out"}}, ["spec.output.uri"]),
+        ({"output": {"uri": "pvc://models/out"}, "checkpoint": {"uri": "/scratch/ckpt"}}, ["spec.checkpoint.uri"]),
+        ({"output": {"uri": "out"}, "checkpoint": {"uri": "pvc://ckpt/a"}}, ["spec.output.uri"]),
+    ],
+)
+def test_cluster_warnings_for_outputs_outside_a_pvc(spec: dict[str, Any], paths: list[str]) -> None:
+    warnings = cluster_warnings(job_of(manifest(**spec)))
+    assert [w.path for w in warnings] == paths
+    assert all("pvc://" in w.message for w in warnings)
+
+
+def test_examples_have_no_cluster_warnings() -> None:
+    for name, job in example_jobs():
+        assert cluster_warnings(job) == [], name
+
+
 def test_longest_name_that_fits_renders() -> None:
     doc = manifest(resources={"workers": 16, "gpusPerWorker": 0}, training={"globalBatchSize": 128})
     doc["metadata"]["name"] = "a" * 60
@@ -613,6 +634,7 @@ def test_cli_uses_the_settings_file(cli: Any, tmp_path: Path) -> None:
     path = write_docs(tmp_path / "job.yaml", [manifest()])
     result = CliRunner().invoke(cli, ["render", str(path), "--settings", str(settings)])
     assert result.exit_code == 0, result.output
+    assert "warning: demo: spec.output.uri: file:///data/out is inside the pod" in result.stderr
     job = list(yaml.safe_load_all(result.stdout))[2]
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/kadapt:7"
     assert job["metadata"]["labels"][labels.LABEL_QUEUE_NAME] == "shared"
