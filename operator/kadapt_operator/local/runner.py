@@ -1,0 +1,596 @@
+"""``kadapt run``: validate, render and execute one AdaptationJob on this machine.
+
+The steps are the operator's (validate -> render -> run the Job's pods -> report), with the
+local executor standing in for the cluster. What the user gets on top: a live progress bar
+read from rank 0's ``/progress``, Ctrl-C that stops with a checkpoint (the same command
+resumes from it), on failure the failing process's last log lines and a one-line cause, and a
+summary of what was trained, how well, how long and at what GPU-equivalent price.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from kadapt_operator.api import AdaptationJob
+from kadapt_operator.cost import cost_of
+from kadapt_operator.local.executor import (
+    ExecOptions,
+    Gang,
+    GangPhase,
+    GangResult,
+    LocalPod,
+    PodSpecUnsupported,
+    plan_pods,
+    split_objects,
+)
+from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
+from kadapt_operator.render import render, to_yaml, trainer_config
+from kadapt_operator.settings import OperatorSettings, SettingsError, load_settings
+from kadapt_operator.validation import SpecError, SpecInvalid, load_jobs, validate_object
+from kadapt_trainer.config import (
+    EXIT_BAD_INPUT,
+    PVC_ROOT_ENV,
+    RESULT_FILE,
+    ProgressReport,
+    resolve_uri,
+)
+
+#: Where runs go when ``--run-dir`` is not given: ``./kadapt-runs/<job name>``.
+DEFAULT_RUNS_DIR = Path("kadapt-runs")
+#: Files the runner writes into the run directory.
+RENDERED_FILE = "rendered.yaml"
+SUMMARY_FILE = "summary.json"
+#: Seconds between two looks at the pods and rank 0's /progress.
+POLL_SECONDS = 0.5
+#: Log lines shown when a process fails.
+FAILURE_LOG_LINES = 20
+
+#: Exit codes of ``kadapt run``: 0 only when the model was trained and written.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 1  # as ``kadapt validate``
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect after Ctrl-C
+
+#: Spec fields holding a location; a plain relative path is relative to the manifest's folder.
+PATH_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("model", "uri"),
+    ("dataset", "uri"),
+    ("dataset", "validationUri"),
+    ("output", "uri"),
+    ("checkpoint", "uri"),
+)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+#: A line that states why a process died: ``SomeError: message`` (not torchrun's wrapper).
+_CAUSE_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
+_WRAPPER_ERRORS = ("ChildFailedError", "SignalException", "DistNetworkError", "DistBackendError")
+
+
+class RunStatus(StrEnum):
+    """How a local run ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    INVALID = "invalid"
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``kadapt run`` was asked to do."""
+
+    manifest: Path
+    run_dir: Path | None = None
+    workers: int | None = None
+    procs_per_worker: int | None = None
+    settings_file: Path | None = None
+    output: OutputFormat = OutputFormat.TEXT
+    #: Grace period for Ctrl-C; None: the pod's terminationGracePeriodSeconds.
+    grace_seconds: float | None = None
+    #: Extra environment for the pods (tests point caches somewhere).
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    """What the end-of-run table and ``--output json`` report."""
+
+    job: str
+    status: RunStatus
+    run_dir: str
+    exit_code: int
+    strategy: str | None = None
+    strategy_reason: str | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    loss: float | None = None
+    steps: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    workers: int = 1
+    processes_per_worker: int = 1
+    wall_seconds: float = 0.0
+    gpu_equivalents: int = 0
+    gpu_seconds: float = 0.0
+    cost: float = 0.0
+    currency: str = "USD"
+    price_per_gpu_hour: float = 0.0
+    gpu_type: str = "default"
+    output_path: str | None = None
+    last_checkpoint: str | None = None
+    resumed: bool = False
+    cause: str | None = None
+    failed_pod: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--output json`` document (camelCase keys, like the job's status)."""
+        pct = 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
+        return {
+            "job": self.job,
+            "status": self.status.value,
+            "exitCode": self.exit_code,
+            "strategy": {"resolved": self.strategy, "reason": self.strategy_reason},
+            "parameters": {"trainable": self.trainable_params, "total": self.total_params, "percent": round(pct, 4)},
+            "metrics": self.metrics,
+            "loss": self.loss,
+            "progress": {"step": self.steps, "totalSteps": self.total_steps, "epoch": self.epoch},
+            "resources": {"workers": self.workers, "processesPerWorker": self.processes_per_worker},
+            "wallSeconds": round(self.wall_seconds, 3),
+            "cost": {
+                "gpuEquivalents": self.gpu_equivalents,
+                "gpuSeconds": round(self.gpu_seconds, 3),
+                "amount": round(self.cost, 6),
+                "currency": self.currency,
+                "pricePerGPUHour": self.price_per_gpu_hour,
+                "gpuType": self.gpu_type,
+            },
+            "output": self.output_path,
+            "lastCheckpoint": self.last_checkpoint,
+            "resumed": self.resumed,
+            "runDir": self.run_dir,
+            "cause": self.cause,
+            "failedPod": self.failed_pod,
+            "logTail": self.log_tail,
+            "errors": self.errors,
+        }
+
+
+class RunInvalid(Exception):
+    """The manifest, the overrides or the settings cannot run; carries errors in validate's format."""
+
+    def __init__(self, source: str, errors: list[SpecError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.source = source
+        self.errors = errors
+
+
+def _local_path(value: str, base: Path) -> str:
+    """A plain relative path made absolute against ``base``; URIs and absolute paths unchanged."""
+    if _SCHEME.match(value) or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def localise(job: AdaptationJob, manifest: Path, options: RunOptions) -> AdaptationJob:
+    """The job as it runs here: relative paths resolved from the manifest's folder, overrides applied.
+
+    Raises:
+        RunInvalid: when the overrides make the job invalid (e.g. the batch no longer divides).
+    """
+    doc = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc.pop("status", None)
+    spec = doc["spec"]
+    base = manifest.resolve().parent
+    for section, key in PATH_FIELDS:
+        part = spec.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str):
+            part[key] = _local_path(part[key], base)
+    resources = spec.setdefault("resources", {})
+    if options.workers is not None:
+        resources["workers"] = options.workers
+    if options.procs_per_worker is not None:
+        # torchrun starts one process per GPU; locally each stands in for one.
+        resources["gpusPerWorker"] = options.procs_per_worker
+    # A local run is never suspended: the user asked for it to run now.
+    doc["spec"].setdefault("runPolicy", {})["suspend"] = False
+    try:
+        return validate_object(doc, str(manifest))
+    except SpecInvalid as exc:
+        hint = _override_hint(options)
+        raise RunInvalid(str(manifest), [SpecError(e.path, e.message + hint) for e in exc.errors]) from None
+
+
+def _override_hint(options: RunOptions) -> str:
+    given = []
+    if options.workers is not None:
+        given.append(f"--workers {options.workers}")
+    if options.procs_per_worker is not None:
+        given.append(f"--procs-per-worker {options.procs_per_worker}")
+    return f" (with {' '.join(given)})" if given else ""
+
+
+def load_one_job(manifest: Path) -> AdaptationJob:
+    """The single AdaptationJob of ``manifest``, validated exactly as ``kadapt validate`` does.
+
+    Raises:
+        RunInvalid: with the very errors ``kadapt validate`` prints, or when the file holds several jobs.
+    """
+    try:
+        jobs = load_jobs(manifest)
+    except SpecInvalid as exc:
+        raise RunInvalid(str(manifest), exc.errors) from None
+    if len(jobs) != 1:
+        names = ", ".join(j.metadata.name for j in jobs)
+        raise RunInvalid(
+            str(manifest),
+            [SpecError("(file)", f"holds {len(jobs)} AdaptationJobs ({names}); kadapt run takes one per file")],
+        )
+    return jobs[0]
+
+
+def failure_cause(lines: list[str], exit_code: int | None) -> str:
+    """One line saying why a process failed: its last ``...Error: message`` line, else its exit code."""
+    for line in reversed(lines):
+        match = _CAUSE_LINE.match(line)
+        if match and match.group(1) not in _WRAPPER_ERRORS and match.group(2):
+            return line.strip()
+    if exit_code is None:
+        return "the process did not report why it stopped"
+    if exit_code > 128:
+        try:
+            name = signal.Signals(exit_code - 128).name
+        except ValueError:
+            name = f"signal {exit_code - 128}"
+        return f"the process was killed by {name} (exit code {exit_code})"
+    if exit_code == EXIT_BAD_INPUT:
+        return f"bad input (exit code {exit_code}); see the log lines above"
+    return f"the process exited with code {exit_code}"
+
+
+def _torch_cause(lines: list[str]) -> list[str]:
+    """The log without torchrun's own failure banner, which repeats the exit code only."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("=====") or "torch.distributed.elastic" in line:
+            break
+        out.append(line)
+    return out or lines
+
+
+class _Interrupts:
+    """Ctrl-C (and SIGTERM) while a run is going: the first stops cleanly, the second kills."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _read_result(output_dir: Path) -> ProgressReport | None:
+    try:
+        return ProgressReport.model_validate_json((output_dir / RESULT_FILE).read_text())
+    except (OSError, ValidationError, ValueError):
+        return None
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+class LocalRun:
+    """One ``kadapt run``: prepared (validated and rendered) on construction, then executed."""
+
+    def __init__(self, options: RunOptions, console: Console | None = None) -> None:
+        self.options = options
+        self.console = console or Console(stderr=True)
+        job = load_one_job(options.manifest)
+        self.job = localise(job, options.manifest, options)
+        try:
+            self.settings: OperatorSettings = load_settings(options.settings_file)
+        except SettingsError as exc:
+            source = str(options.settings_file or "operator settings")
+            raise RunInvalid(source, [SpecError("(settings)", str(exc))]) from None
+        try:
+            self.rendered = render(self.job, self.settings, suspend=False)
+        except SpecInvalid as exc:
+            raise RunInvalid(str(options.manifest), exc.errors) from None
+        name = self.job.metadata.name
+        self.run_dir = (options.run_dir or DEFAULT_RUNS_DIR / name).resolve()
+        self.config = trainer_config(self.job, self.settings)
+        env = {PVC_ROOT_ENV: str(self.run_dir / "pvc")}
+        self.output_dir = resolve_uri(self.config.output.uri, env)
+        self.checkpoint_dir = resolve_uri(self.config.checkpoint_uri(), env)
+
+    # -- figures -----------------------------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return self.job.spec.resources.workers
+
+    @property
+    def processes_per_worker(self) -> int:
+        return max(self.job.spec.resources.gpus_per_worker, 1)
+
+    def gpu_equivalents(self) -> int:
+        """GPUs the same run would hold on a cluster: one per process, none for a CPU-only job."""
+        spec_gpus = self.job.spec.resources.gpus_per_worker
+        return self.workers * self.processes_per_worker if spec_gpus > 0 else 0
+
+    # -- running -----------------------------------------------------------------------------
+    def _extra_env(self) -> dict[str, str]:
+        env = dict(self.options.extra_env)
+        if self.options.procs_per_worker is not None:
+            # Processes instead of GPUs: keep them on the CPU even where a GPU is present.
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        return env
+
+    def execute(self, show_progress: bool = True) -> RunSummary:
+        """Run the pods to the end, a failure, or Ctrl-C; return the summary (never raises for them)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / RENDERED_FILE).write_text(to_yaml(self.rendered.objects()))
+        resumed = _has_checkpoint(self.checkpoint_dir)
+        # A result file from an earlier run must not pass for this run's.
+        with contextlib.suppress(FileNotFoundError):
+            (self.output_dir / RESULT_FILE).unlink()
+        job, config_maps, service = split_objects(self.rendered.objects())
+        opts = ExecOptions(run_dir=self.run_dir, extra_env=self._extra_env(), grace_seconds=self.options.grace_seconds)
+        try:
+            plans = plan_pods(job, config_maps, service, opts)
+        except PodSpecUnsupported as exc:
+            return self._summary(RunStatus.FAILED, EXIT_FAILED, None, 0.0, resumed, cause=str(exc))
+        if resumed:
+            self.console.print(f"Resuming from the checkpoint in {self.checkpoint_dir}")
+        self.console.print(
+            f"Running {self.job.metadata.name}: {self.workers} worker(s) x {self.processes_per_worker} "
+            f"process(es), logs in {opts.logs_dir}"
+        )
+        gang = Gang(plans)
+        interrupts = _Interrupts()
+        last: ProgressReport | None = None
+        view_cm: contextlib.AbstractContextManager[ProgressView | None] = (
+            ProgressView(self.job.metadata.name, self.console) if show_progress else contextlib.nullcontext()
+        )
+        started = time.monotonic()
+        with interrupts.installed(), view_cm as view:
+            try:
+                gang.start()
+            except OSError as exc:
+                return self._summary(RunStatus.FAILED, EXIT_FAILED, None, 0.0, resumed, cause=str(exc))
+            stop_deadline: float | None = None
+            while True:
+                phase = gang.poll()
+                report = fetch_progress(gang.rank0.plan.progress_port) if phase == GangPhase.RUNNING else None
+                if report is not None:
+                    last = report
+                if view is not None:
+                    view.update(report, state="stopping" if stop_deadline is not None else None)
+                if phase != GangPhase.RUNNING:
+                    break
+                if interrupts.count and stop_deadline is None:
+                    grace = max(p.plan.grace_seconds for p in gang.pods)
+                    self.console.print(
+                        "Stopping: the trainers are writing a checkpoint (Ctrl-C again to kill them now)"
+                    )
+                    gang.request_stop()
+                    stop_deadline = time.monotonic() + grace
+                if stop_deadline is not None and (interrupts.count > 1 or time.monotonic() > stop_deadline):
+                    gang.stop(grace=0)
+                time.sleep(POLL_SECONDS)
+        wall = time.monotonic() - started
+        result = gang.result()
+        return self._finish(gang, result, last, wall, resumed, interrupted=bool(interrupts.count))
+
+    def _finish(
+        self,
+        gang: Gang,
+        result: GangResult,
+        last: ProgressReport | None,
+        wall: float,
+        resumed: bool,
+        *,
+        interrupted: bool,
+    ) -> RunSummary:
+        final = _read_result(self.output_dir)
+        if result.phase == GangPhase.SUCCEEDED and not interrupted and final is not None:
+            return self._summary(RunStatus.SUCCEEDED, EXIT_OK, final, wall, resumed)
+        if interrupted and result.phase != GangPhase.FAILED:
+            return self._summary(
+                RunStatus.STOPPED,
+                EXIT_INTERRUPTED,
+                last,
+                wall,
+                resumed,
+                cause="stopped by Ctrl-C; run the same command again to resume from the checkpoint",
+            )
+        pod: LocalPod | None = gang.failing_pod()
+        if pod is None and result.phase == GangPhase.SUCCEEDED:
+            return self._summary(
+                RunStatus.FAILED,
+                EXIT_FAILED,
+                last,
+                wall,
+                resumed,
+                cause=f"the trainers exited 0 but wrote no {RESULT_FILE} in {self.output_dir}",
+            )
+        pod = pod or next((p for p in gang.pods if p.exit_code not in (0, None)), gang.rank0)
+        lines = pod.log_tail(200)
+        cause = failure_cause(_torch_cause(lines), pod.exit_code)
+        if last is not None and last.state == "failed" and last.message:
+            cause = last.message
+        return self._summary(
+            RunStatus.FAILED,
+            EXIT_FAILED,
+            last,
+            wall,
+            resumed,
+            cause=cause,
+            failed_pod=pod.plan.name,
+            log_tail=lines[-FAILURE_LOG_LINES:],
+        )
+
+    def _summary(
+        self,
+        status: RunStatus,
+        exit_code: int,
+        report: ProgressReport | None,
+        wall: float,
+        resumed: bool,
+        *,
+        cause: str | None = None,
+        failed_pod: str | None = None,
+        log_tail: list[str] | None = None,
+    ) -> RunSummary:
+        res = self.job.spec.resources
+        price = self.settings.price_for(res.gpu_type)
+        gpus = self.gpu_equivalents()
+        report = report or ProgressReport()
+        summary = RunSummary(
+            job=self.job.metadata.name,
+            status=status,
+            run_dir=str(self.run_dir),
+            exit_code=exit_code,
+            strategy=report.strategy,
+            strategy_reason=report.strategy_reason,
+            trainable_params=report.trainable_params,
+            total_params=report.total_params,
+            metrics=dict(report.eval_metrics),
+            loss=report.loss,
+            steps=report.step,
+            total_steps=report.total_steps,
+            epoch=report.epoch,
+            workers=self.workers,
+            processes_per_worker=self.processes_per_worker,
+            wall_seconds=wall,
+            gpu_equivalents=gpus,
+            gpu_seconds=wall * gpus,
+            cost=cost_of(wall * gpus, price),
+            currency=self.settings.currency,
+            price_per_gpu_hour=price,
+            gpu_type=res.gpu_type,
+            output_path=str(self.output_dir) if status == RunStatus.SUCCEEDED else None,
+            last_checkpoint=report.last_checkpoint,
+            resumed=resumed,
+            cause=cause,
+            failed_pod=failed_pod,
+            log_tail=log_tail or [],
+        )
+        with contextlib.suppress(OSError):
+            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        return summary
+
+
+def summary_table(summary: RunSummary) -> Table:
+    """The end-of-run table."""
+    colour = {RunStatus.SUCCEEDED: "green", RunStatus.STOPPED: "yellow"}.get(summary.status, "red")
+    table = Table(title=f"kadapt run {summary.job}: [{colour}]{summary.status.value}[/]", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    strategy = summary.strategy or "-"
+    if summary.strategy_reason:
+        strategy += f" ({summary.strategy_reason})"
+    table.add_row("strategy", strategy)
+    if summary.total_params:
+        pct = 100.0 * summary.trainable_params / summary.total_params
+        table.add_row("parameters", f"{summary.trainable_params:,} trainable of {summary.total_params:,} ({pct:.2f}%)")
+    for key, value in sorted(summary.metrics.items()):
+        table.add_row(key, f"{value:.4f}")
+    if summary.loss is not None:
+        table.add_row("train loss", f"{summary.loss:.4f}")
+    table.add_row("steps", f"{summary.steps}/{summary.total_steps} (epoch {summary.epoch:.2f})")
+    table.add_row("processes", f"{summary.workers} worker(s) x {summary.processes_per_worker}")
+    table.add_row("wall time", format_seconds(summary.wall_seconds) + (" (resumed)" if summary.resumed else ""))
+    table.add_row(
+        "cost",
+        f"{summary.cost:.4f} {summary.currency} = {summary.gpu_equivalents} GPU-equivalent(s) x "
+        f"{format_seconds(summary.wall_seconds)} at {summary.price_per_gpu_hour:g} {summary.currency}/GPU-hour "
+        f"({summary.gpu_type})",
+    )
+    if summary.output_path:
+        table.add_row("output", summary.output_path)
+    if summary.last_checkpoint and summary.status != RunStatus.SUCCEEDED:
+        table.add_row("checkpoint", summary.last_checkpoint)
+    table.add_row("run dir", summary.run_dir)
+    if summary.cause:
+        table.add_row("cause", summary.cause)
+    return table
+
+
+def report(summary: RunSummary, output: OutputFormat, out: Console, err: Console) -> None:
+    """Print the summary: the failure context on stderr, then the table or the JSON on stdout."""
+    if summary.status == RunStatus.INVALID:
+        if output == OutputFormat.JSON:
+            out.print_json(json.dumps(summary.to_json()))
+        return
+    if summary.status == RunStatus.FAILED and summary.log_tail:
+        err.print(f"[red]{summary.failed_pod} failed; its last log lines:[/]")
+        for line in summary.log_tail:
+            err.print("  " + line, markup=False, highlight=False)
+    if summary.cause and summary.status == RunStatus.FAILED:
+        err.print(f"[red]error:[/] {summary.cause}", highlight=False)
+    if output == OutputFormat.JSON:
+        out.print_json(json.dumps(summary.to_json()))
+    else:
+        out.print(summary_table(summary))
+
+
+def print_invalid(exc: RunInvalid) -> None:
+    """Errors in the format of ``kadapt validate`` (stderr)."""
+    print(f"{exc.source}: invalid", file=sys.stderr)
+    for e in exc.errors:
+        print(f"  {e.path}: {e.message}", file=sys.stderr)
+
+
+def run(options: RunOptions, *, show_progress: bool = True) -> int:
+    """``kadapt run`` from start to end; returns the process exit code (0 only on success)."""
+    err = Console(stderr=True)
+    out = Console(soft_wrap=True) if options.output == OutputFormat.JSON else Console()
+    try:
+        local = LocalRun(options, console=err)
+    except RunInvalid as exc:
+        print_invalid(exc)
+        if options.output == OutputFormat.JSON:
+            invalid = RunSummary(
+                job="",
+                status=RunStatus.INVALID,
+                run_dir="",
+                exit_code=EXIT_INVALID,
+                errors=[e.to_dict() for e in exc.errors],
+            )
+            report(invalid, options.output, out, err)
+        return EXIT_INVALID
+    summary = local.execute(show_progress=show_progress)
+    report(summary, options.output, out, err)
+    return summary.exit_code
