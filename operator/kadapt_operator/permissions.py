@@ -100,8 +100,9 @@ RULES: tuple[Rule, ...] = (
     Rule(CORE, "events", ("create", "patch"), Scope.NAMESPACED,
          "kopf and the operator post Events on AdaptationJobs (kubectl describe aj)"),
     # --- the AdaptationJob itself ---------------------------------------------------------------
-    Rule(API_GROUP, PLURAL, ("get", "list", "watch", "patch"), Scope.NAMESPACED,
-         "watch jobs; kopf patches finalizers and its progress annotations"),
+    Rule(API_GROUP, PLURAL, ("get", "list", "watch", "patch", "delete"), Scope.NAMESPACED,
+         "watch jobs; kopf patches finalizers and its progress annotations; "
+         "delete finished jobs past spec.runPolicy.ttlSecondsAfterFinished"),
     Rule(API_GROUP, f"{PLURAL}/status", ("get", "patch"), Scope.NAMESPACED,
          "write status: phase, conditions, progress, cost"),
     Rule(API_GROUP, f"{PLURAL}/finalizers", ("update",), Scope.NAMESPACED,

@@ -90,6 +90,12 @@ app.kubernetes.io/part-of: kadapt
 {{- if lt (float64 .Values.config.restartBackoffMaxSeconds) (float64 .Values.config.restartBackoffSeconds) }}
 {{- fail "config.restartBackoffMaxSeconds must be at least config.restartBackoffSeconds" }}
 {{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.health.port) }}
+{{- fail "metrics.port and health.port must differ: the operator serves /metrics and /healthz on separate ports" }}
+{{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.config.progressPort) }}
+{{- fail "metrics.port and config.progressPort must differ (the operator's settings reject equal ports)" }}
+{{- end }}
 {{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "serviceAccount.name is required when serviceAccount.create is false: the operator must not run as the namespace's default ServiceAccount" }}
 {{- end }}
