@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.exposition import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from kadapt_operator import __version__
 
@@ -51,8 +52,23 @@ TIME_TO_RUNNING_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 
 JOB_LABELS = ("namespace", "job")
 
-# No ``*_created`` companion series: they double the exposition and are not in the reference.
-disable_created_metrics()
+
+class WithoutCreated:
+    """A view of a registry without prometheus-client's ``*_created`` companion series.
+
+    They double the exposition, are not in the metrics reference, and prometheus-client can
+    only switch them off process-wide, which would change every other registry too.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        """The registry's families, minus samples named ``*_created`` of counters and histograms."""
+        for family in self._registry.collect():
+            if family.type in ("counter", "histogram", "summary", "gaugehistogram"):
+                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,8 @@ class OperatorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, *, currency: str = "USD") -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        #: What is served: the registry without ``*_created`` series.
+        self.exposition = WithoutCreated(self.registry)
         reg = self.registry
         self.info = Gauge(
             "kadapt_operator_info", "Operator build and settings; always 1.", ("version", "currency"), registry=reg
@@ -222,6 +240,10 @@ class OperatorMetrics:
         """Publish the currency of every cost metric (``kadapt_operator_info``)."""
         self.info.clear()
         self.info.labels(__version__, currency).set(1)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition, exactly as :func:`serve_metrics` serves it."""
+        return generate_latest(self.exposition)
 
     # --- reconciles -----------------------------------------------------------------------
     def observe_reconcile(self, handler: str, seconds: float, *, error: bool = False) -> None:
@@ -356,5 +378,5 @@ class MetricsServer:
 def serve_metrics(port: int, *, metrics: OperatorMetrics | None = None, addr: str = "0.0.0.0") -> MetricsServer:
     """Serve ``metrics`` (default :data:`METRICS`) at ``http://addr:port/metrics``; port 0 picks one."""
     chosen = metrics if metrics is not None else METRICS
-    server, thread = start_http_server(port, addr=addr, registry=chosen.registry)
+    server, thread = start_http_server(port, addr=addr, registry=chosen.exposition)
     return MetricsServer(port=int(server.server_port), _server=server, _thread=thread)

@@ -192,3 +192,14 @@ def _version() -> str:
     from kadapt_operator import __version__
 
     return __version__
+
+
+def test_render_is_what_is_served(served: tuple[OperatorMetrics, MetricsServer]) -> None:
+    import urllib.request
+
+    metrics, server = served
+    exercise(metrics)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as resp:
+        served_text = resp.read()
+    assert served_text == metrics.render()
+    assert b"_created" not in served_text
