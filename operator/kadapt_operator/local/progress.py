@@ -63,6 +63,7 @@ def describe(report: ProgressReport) -> dict[str, Any]:
     metric = headline_metric(report.eval_metrics)
     return {
         "state": report.state,
+        "steps": f"{report.step}/{report.total_steps or '?'}",
         "epoch": f"{report.epoch:.2f}",
         "loss": "-" if report.loss is None else f"{report.loss:.4f}",
         "metric": "-" if metric is None else f"{metric[0]} {metric[1]:.4f}",
@@ -78,7 +79,7 @@ class ProgressView:
         self._progress = Progress(
             TextColumn("[bold]{task.description}[/] {task.fields[state]:<10}"),
             BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("step {task.fields[steps]}"),
             TextColumn("epoch {task.fields[epoch]}"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[metric]}"),

@@ -398,6 +398,9 @@ class LocalRun:
                 if view is not None:
                     view.update(report, state="stopping" if stop_deadline is not None else None)
                 if phase != GangPhase.RUNNING:
+                    final = _read_result(self.output_dir) if phase == GangPhase.SUCCEEDED else None
+                    if view is not None:
+                        view.update(final, state=final.state if final else phase.value.lower())
                     break
                 if interrupts.count and stop_deadline is None:
                     grace = max(p.plan.grace_seconds for p in gang.pods)
