@@ -1,0 +1,105 @@
+"""Create-or-adopt: the only way the operator writes children.
+
+Never check-then-create (two operator replicas, or one restarted mid-flight, would race):
+POST first; on 409 read what exists and adopt it when it is ours or unowned with our
+labels, patching only what may change (a Job's ``suspend``, a ConfigMap's data). A child
+owned by something else is a conflict the user must resolve; it is never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from kadapt_operator.labels import LABEL_JOB_NAME
+from kadapt_operator.runtime.kube import ApiError, KubeClient, kind_of
+
+
+class Outcome(StrEnum):
+    """What applying one child did."""
+
+    CREATED = "created"
+    ADOPTED = "adopted"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+class ChildConflict(Exception):
+    """A child's name is taken by an object kadapt does not own."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The result of applying one child: what happened and the object as stored."""
+
+    outcome: Outcome
+    obj: dict[str, Any]
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The uid of the object's controller owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            uid: str | None = ref.get("uid")
+            return uid
+    return None
+
+
+def mutable_patch(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of an existing child that kadapt keeps in line with the desired one."""
+    kind = desired.get("kind")
+    patch: dict[str, Any] = {}
+    if kind == "Job":
+        want = bool((desired.get("spec") or {}).get("suspend"))
+        if bool((existing.get("spec") or {}).get("suspend")) != want:
+            patch["spec"] = {"suspend": want}
+    elif kind == "ConfigMap" and existing.get("data") != desired.get("data"):
+        patch["data"] = desired.get("data")
+    return patch
+
+
+async def apply(client: KubeClient, desired: dict[str, Any]) -> Applied:
+    """Create ``desired``, or adopt and align the existing object of that name.
+
+    Raises:
+        ChildConflict: the name is used by an object owned by someone else, or not ours.
+        ApiError: any other API failure (the caller retries).
+    """
+    try:
+        return Applied(Outcome.CREATED, await client.create(desired))
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    meta = desired["metadata"]
+    kind = kind_of(desired)
+    existing = await client.get(kind, meta.get("namespace"), meta["name"])
+    if existing is None:  # deleted between our POST and GET: try once more
+        return Applied(Outcome.CREATED, await client.create(desired))
+    owner_wanted = controller_uid(desired)
+    owner_found = controller_uid(existing)
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    patch = mutable_patch(desired, existing)
+    if owner_found is not None and owner_found != owner_wanted:
+        raise ChildConflict(
+            f"{desired['kind']} {meta['name']!r} exists and is owned by another object (uid {owner_found}); "
+            "delete it or rename the AdaptationJob"
+        )
+    if owner_found is None:
+        if labels.get(LABEL_JOB_NAME) != meta["labels"].get(LABEL_JOB_NAME):
+            raise ChildConflict(
+                f"{desired['kind']} {meta['name']!r} exists and was not created by kadapt; "
+                "delete it or rename the AdaptationJob"
+            )
+        patch.setdefault("metadata", {})["ownerReferences"] = meta.get("ownerReferences")
+        patch["metadata"]["labels"] = meta.get("labels")
+        return Applied(Outcome.ADOPTED, await client.patch(kind, meta.get("namespace"), meta["name"], patch))
+    if patch:
+        return Applied(Outcome.UPDATED, await client.patch(kind, meta.get("namespace"), meta["name"], patch))
+    return Applied(Outcome.UNCHANGED, existing)
+
+
+async def apply_all(client: KubeClient, objects: list[dict[str, Any]]) -> list[Applied]:
+    """Apply children in order (what the pods mount exists before the Job creates them)."""
+    return [await apply(client, obj) for obj in objects]

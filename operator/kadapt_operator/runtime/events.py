@@ -1,0 +1,59 @@
+"""Kubernetes Events on the AdaptationJob, one per transition (``kubectl describe`` shows them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from kadapt_operator.runtime.status import FALSE, TRUE, Reason
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+#: Reasons that need a person's attention.
+WARNING_REASONS = frozenset(
+    {
+        Reason.INVALID_SPEC,
+        Reason.CHILD_CONFLICT,
+        Reason.IMAGE_PULL_ERROR,
+        Reason.UNSCHEDULABLE,
+        Reason.BUDGET_EXCEEDED,
+        Reason.WORKER_FAILED,
+        Reason.DISRUPTED,
+        Reason.BACKOFF_LIMIT_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+    }
+)
+
+
+def event_type(reason: str) -> str:
+    """Warning for reasons that need attention, Normal for the rest."""
+    return WARNING if reason in WARNING_REASONS else NORMAL
+
+
+def post(body: Mapping[str, Any], reason: str, message: str) -> None:
+    """Queue an Event on the object (kopf posts it in the background, never blocking the handler)."""
+    ref = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: body.get("metadata", {}).get(k) for k in ("name", "namespace", "uid")},
+    }
+    kopf.event(cast(kopf.Body, ref), type=event_type(reason), reason=str(reason), message=message[:1024] or str(reason))
+
+
+def post_transitions(body: Mapping[str, Any], changed: list[dict[str, Any]]) -> None:
+    """One Event per changed condition: its reason, its message (False 'Running' is noise when paused)."""
+    for cond in changed:
+        status = cond.get("status")
+        if status not in (TRUE, FALSE):
+            continue
+        if status == FALSE and cond.get("reason") in (
+            Reason.PODS_STARTING,
+            Reason.WAITING_FOR_JOB,
+            Reason.NOT_RESTARTING,
+            Reason.NOT_FINISHED,
+        ):
+            continue
+        post(body, str(cond.get("reason")), f"{cond['type']}={status}: {cond.get('message') or ''}".rstrip(": "))

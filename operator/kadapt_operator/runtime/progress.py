@@ -1,0 +1,82 @@
+"""Read rank 0's ``/progress`` and turn it into AdaptationJob status fields.
+
+The fetch is the only impure part; :func:`progress_status` is a pure mapping so the
+handlers can compare it with the current status and patch only what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from kadapt_operator.runtime.status import PodView
+from kadapt_trainer.config import ProgressReport
+
+#: A trainer busy in a step may answer late; the next poll will ask again.
+FETCH_TIMEOUT_SECONDS = 3.0
+
+
+def rank0(pods: Iterable[PodView]) -> PodView | None:
+    """The pod of completion index 0 that has an IP (the one serving ``/progress``)."""
+    for pod in pods:
+        if pod.index == 0 and pod.ip and pod.phase == "Running":
+            return pod
+    return None
+
+
+async def fetch(
+    session: aiohttp.ClientSession, ip: str, port: int, timeout: float = FETCH_TIMEOUT_SECONDS
+) -> ProgressReport | None:
+    """GET ``http://ip:port/progress``; None when the trainer is not answering (yet)."""
+    host = f"[{ip}]" if ":" in ip else ip
+    try:
+        async with session.get(f"http://{host}:{port}/progress", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                return None
+            data = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+    try:
+        return ProgressReport.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def progress_status(report: ProgressReport) -> dict[str, Any]:
+    """Status keys from one report: progress, parameters, strategy, lastCheckpoint."""
+    percent = 100.0 * report.step / report.total_steps if report.total_steps else 0.0
+    params_pct = 100.0 * report.trainable_params / report.total_params if report.total_params else 0.0
+    out: dict[str, Any] = {
+        "progress": {
+            "step": report.step,
+            "totalSteps": report.total_steps,
+            "epoch": _round(report.epoch),
+            "percent": round(percent, 2),
+            "etaSeconds": _round(report.eta_seconds, 1),
+            "samplesPerSecond": _round(report.samples_per_second, 2),
+            "loss": _round(report.loss),
+            "evalMetrics": {k: round(float(v), 4) for k, v in sorted(report.eval_metrics.items())},
+        },
+        "parameters": {
+            "trainable": report.trainable_params,
+            "total": report.total_params,
+            "percent": round(params_pct, 4),
+        },
+    }
+    if report.strategy:
+        out["strategy"] = {"resolved": report.strategy, "reason": report.strategy_reason}
+    if report.last_checkpoint:
+        out["lastCheckpoint"] = report.last_checkpoint
+    return out
+
+
+def changed_keys(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``update`` that differs from ``current`` (top-level keys)."""
+    return {k: v for k, v in update.items() if current.get(k) != v}

@@ -1,0 +1,397 @@
+"""Phase and conditions of an AdaptationJob, derived from its batch/v1 Job and pods.
+
+Pure: takes plain dicts (what the API server returns) and returns what the status should
+say; the handlers decide what to do with it. No clocks are read here: ``now`` is passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from kadapt_trainer.config import EXIT_STOPPED
+
+# -- condition types and phases (the cross-team contract) -------------------------------
+CREATED = "Created"
+RUNNING = "Running"
+SUSPENDED = "Suspended"
+RESTARTING = "Restarting"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+BUDGET_EXCEEDED = "BudgetExceeded"
+CONDITION_TYPES = (CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED)
+
+PENDING = "Pending"
+PHASES = (PENDING, CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED)
+TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
+
+TRUE, FALSE = "True", "False"
+
+
+class Reason(StrEnum):
+    """Why a condition has its status: short, CamelCase, stable (alerts match on them)."""
+
+    INVALID_SPEC = "InvalidSpec"
+    CHILDREN_CREATED = "ChildrenCreated"
+    CHILD_CONFLICT = "ChildConflict"
+    WAITING_FOR_JOB = "WaitingForJob"
+    PODS_STARTING = "PodsStarting"
+    PODS_RUNNING = "PodsRunning"
+    IMAGE_PULL_ERROR = "ImagePullError"
+    UNSCHEDULABLE = "Unschedulable"
+    SUSPENDED_BY_USER = "SuspendedByUser"
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    WITHIN_BUDGET = "WithinBudget"
+    RESUMED = "Resumed"
+    WORKER_FAILED = "WorkerFailed"
+    DISRUPTED = "Disrupted"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    JOB_COMPLETED = "JobCompleted"
+    NOT_RESTARTING = "NotRestarting"
+    NOT_FINISHED = "NotFinished"
+
+
+#: Container waiting reasons that mean the image will not start without a user's fix.
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+#: Pod condition the control plane sets before it evicts or preempts a pod.
+DISRUPTION_CONDITION = "DisruptionTarget"
+#: The completion-index annotation/label of Indexed Jobs.
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+TRAINER_CONTAINER = "trainer"
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp (``Z`` or offset) as an aware datetime; None stays None."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, second precision (what Kubernetes writes)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the operator needs from one pod."""
+
+    name: str
+    index: int | None
+    owner_uid: str | None
+    phase: str
+    ip: str | None
+    exit_code: int | None = None
+    disrupted: bool = False
+    waiting_reason: str | None = None
+    waiting_message: str = ""
+    unschedulable_message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    gpus: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """Terminated with a nonzero exit, or marked Failed by the kubelet."""
+        return (self.exit_code is not None and self.exit_code != 0) or self.phase == "Failed"
+
+    @property
+    def is_disruption(self) -> bool:
+        """Stopped by the platform (preemption, eviction, drain), not by a bug."""
+        return self.failed and (self.disrupted or self.exit_code == EXIT_STOPPED)
+
+
+def _gpus(pod: Mapping[str, Any]) -> int:
+    total = 0
+    for c in pod.get("spec", {}).get("containers") or []:
+        res = c.get("resources") or {}
+        value = (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get("nvidia.com/gpu")
+        if value is not None:
+            total += int(value)
+    return total
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    """Summarise a Pod object."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    raw_index = annotations.get(COMPLETION_INDEX, labels.get(COMPLETION_INDEX))
+    owner_uid = labels.get(CONTROLLER_UID)
+    if owner_uid is None:
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"]
+        owner_uid = owners[0].get("uid") if owners else None
+    exit_code = None
+    waiting_reason = None
+    waiting_message = ""
+    started = parse_time(status.get("startTime"))
+    finished = None
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            term = state["terminated"]
+            if cs.get("name") == TRAINER_CONTAINER or exit_code is None:
+                exit_code = int(term.get("exitCode", 0))
+            started = parse_time(term.get("startedAt")) or started
+            finished = parse_time(term.get("finishedAt")) or finished
+        elif "running" in state:
+            started = parse_time(state["running"].get("startedAt")) or started
+        elif "waiting" in state:
+            waiting_reason = state["waiting"].get("reason")
+            waiting_message = state["waiting"].get("message", "")
+    disrupted = False
+    unschedulable = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == DISRUPTION_CONDITION and cond.get("status") == TRUE:
+            disrupted = True
+        if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
+            unschedulable = cond.get("message") or "no node fits the pod"
+    if (
+        status.get("reason") in ("Evicted", "Preempting", "Terminated", "DeadlineExceeded")
+        and status.get("phase") == "Failed"
+    ):
+        disrupted = disrupted or status.get("reason") != "DeadlineExceeded"
+    return PodView(
+        name=str(meta.get("name", "")),
+        index=int(raw_index) if raw_index is not None and str(raw_index).isdigit() else None,
+        owner_uid=owner_uid,
+        phase=str(status.get("phase") or "Pending"),
+        ip=status.get("podIP"),
+        exit_code=exit_code,
+        disrupted=disrupted,
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
+        unschedulable_message=unschedulable,
+        started_at=started,
+        finished_at=finished,
+        gpus=_gpus(pod),
+    )
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the operator needs from the batch/v1 Job."""
+
+    name: str
+    uid: str | None
+    suspended: bool
+    completions: int
+    succeeded: int
+    complete: bool
+    failed_reason: str | None
+    failed_message: str = ""
+
+
+def job_view(job: Mapping[str, Any]) -> JobView:
+    """Summarise a batch/v1 Job object."""
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    complete = False
+    failed_reason = None
+    failed_message = ""
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != TRUE:
+            continue
+        if cond.get("type") == "Complete":
+            complete = True
+        elif cond.get("type") == "Failed":
+            failed_reason = cond.get("reason") or "Failed"
+            failed_message = cond.get("message") or ""
+    return JobView(
+        name=str(meta.get("name", "")),
+        uid=meta.get("uid"),
+        suspended=bool(spec.get("suspend")),
+        completions=int(spec.get("completions") or 1),
+        succeeded=int(status.get("succeeded") or 0),
+        complete=complete,
+        failed_reason=failed_reason,
+        failed_message=failed_message,
+    )
+
+
+class Verdict(StrEnum):
+    """What the Job's pods say must happen next."""
+
+    NONE = "none"
+    SUCCEEDED = "succeeded"
+    WORKER_FAILED = "worker-failed"
+    DISRUPTED = "disrupted"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True)
+class CondUpdate:
+    """One condition as it should be now."""
+
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Phase, conditions and the next action, as read from the children."""
+
+    phase: str
+    conditions: tuple[CondUpdate, ...]
+    verdict: Verdict = Verdict.NONE
+    message: str = ""
+    failed_pods: tuple[str, ...] = field(default_factory=tuple)
+
+
+def current_pods(pods: Iterable[PodView], job: JobView | None) -> list[PodView]:
+    """Pods of this incarnation of the Job (a restarted gang leaves old pods behind)."""
+    if job is None:
+        return []
+    return sorted((p for p in pods if p.owner_uid == job.uid), key=lambda p: (p.index is None, p.index, p.name))
+
+
+def observe(job: JobView | None, pods: Sequence[PodView], *, workers: int, suspend_reason: str | None) -> Observation:
+    """Read the state of one incarnation of the gang.
+
+    ``suspend_reason`` is why the operator wants the Job suspended (user, budget), or None.
+    """
+    mine = current_pods(pods, job)
+    if job is None:
+        return Observation(PENDING, (CondUpdate(RUNNING, FALSE, Reason.WAITING_FOR_JOB, "the Job is not created yet"),))
+    if job.complete or (job.completions and job.succeeded >= job.completions):
+        return Observation(
+            SUCCEEDED,
+            (
+                CondUpdate(RUNNING, FALSE, Reason.JOB_COMPLETED, "all workers finished"),
+                CondUpdate(SUCCEEDED, TRUE, Reason.JOB_COMPLETED, "training finished; output written"),
+            ),
+            Verdict.SUCCEEDED,
+        )
+    failed = [p for p in mine if p.failed]
+    if failed:
+        real = [p for p in failed if not p.is_disruption]
+        names = tuple(p.name for p in (real or failed))
+        if real:
+            detail = ", ".join(f"{p.name} exited {p.exit_code}" for p in real)
+            return Observation(
+                RESTARTING,
+                (CondUpdate(RUNNING, FALSE, Reason.WORKER_FAILED, detail),),
+                Verdict.WORKER_FAILED,
+                detail,
+                names,
+            )
+        detail = ", ".join(f"{p.name} was disrupted" for p in failed)
+        return Observation(
+            RESTARTING, (CondUpdate(RUNNING, FALSE, Reason.DISRUPTED, detail),), Verdict.DISRUPTED, detail, names
+        )
+    if job.failed_reason == "DeadlineExceeded":
+        return Observation(
+            FAILED,
+            (CondUpdate(RUNNING, FALSE, Reason.DEADLINE_EXCEEDED, job.failed_message),),
+            Verdict.DEADLINE,
+            job.failed_message or "the Job ran past its deadline",
+        )
+    if job.failed_reason is not None:
+        msg = job.failed_message or f"the Job failed ({job.failed_reason})"
+        return Observation(
+            RESTARTING, (CondUpdate(RUNNING, FALSE, Reason.WORKER_FAILED, msg),), Verdict.WORKER_FAILED, msg
+        )
+    if job.suspended or suspend_reason:
+        reason = suspend_reason or Reason.SUSPENDED_BY_USER
+        msg = (
+            "suspended: the budget is spent; raise spec.budget to resume"
+            if reason == Reason.BUDGET_EXCEEDED
+            else "suspended by spec.runPolicy.suspend; set it to false to resume"
+        )
+        return Observation(
+            SUSPENDED,
+            (
+                CondUpdate(SUSPENDED, TRUE, reason, msg),
+                CondUpdate(RUNNING, FALSE, reason, "pods stopped; checkpoint kept"),
+            ),
+        )
+    pulls = [p for p in mine if p.waiting_reason in IMAGE_PULL_REASONS]
+    if pulls:
+        p = pulls[0]
+        msg = f"pod {p.name}: {p.waiting_reason}: {p.waiting_message}".rstrip(": ")
+        return Observation(CREATED, (CondUpdate(RUNNING, FALSE, Reason.IMAGE_PULL_ERROR, msg),))
+    unsched = [p for p in mine if p.unschedulable_message]
+    if unsched:
+        p = unsched[0]
+        msg = f"pod {p.name} cannot be scheduled: {p.unschedulable_message}"
+        return Observation(CREATED, (CondUpdate(RUNNING, FALSE, Reason.UNSCHEDULABLE, msg),))
+    running = [p for p in mine if p.phase == "Running"]
+    if workers and len(running) >= workers:
+        return Observation(
+            RUNNING, (CondUpdate(RUNNING, TRUE, Reason.PODS_RUNNING, f"{len(running)}/{workers} pods running"),)
+        )
+    return Observation(
+        CREATED, (CondUpdate(RUNNING, FALSE, Reason.PODS_STARTING, f"{len(running)}/{workers} pods running"),)
+    )
+
+
+def set_conditions(
+    old: Sequence[Mapping[str, Any]], updates: Iterable[CondUpdate], *, now: datetime, generation: int | None
+) -> list[dict[str, Any]]:
+    """Merge ``updates`` into ``old``: lastTransitionTime moves only when ``status`` changes.
+
+    Conditions keep the contract's order (Created, Running, ...), so equal inputs give
+    equal lists and the status is patched only when something really changed.
+    """
+    by_type: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in old if c.get("type")}
+    for up in updates:
+        prev = by_type.get(up.type)
+        moved = prev is None or prev.get("status") != up.status
+        by_type[up.type] = {
+            "type": up.type,
+            "status": up.status,
+            "reason": str(up.reason),
+            "message": up.message,
+            "lastTransitionTime": format_time(now) if moved or prev is None else prev.get("lastTransitionTime"),
+            "observedGeneration": generation,
+        }
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    return sorted(by_type.values(), key=lambda c: (order.get(c["type"], len(order)), c["type"]))
+
+
+def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    """The condition of ``type_`` in a status dict, if any."""
+    for c in (status or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            result: Mapping[str, Any] = c
+            return result
+    return None
+
+
+def is_true(status: Mapping[str, Any] | None, type_: str) -> bool:
+    """Whether the condition ``type_`` is present and True."""
+    c = condition(status, type_)
+    return c is not None and c.get("status") == TRUE
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The top-level status keys whose value changed, or None when nothing did."""
+    old = old or {}
+    changed = {k: v for k, v in new.items() if old.get(k) != v}
+    return changed or None
+
+
+def transitions(old: Mapping[str, Any] | None, new_conditions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Conditions whose status or reason differs from ``old``: each deserves an Event."""
+    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in (old or {}).get("conditions") or []}
+    out = []
+    for c in new_conditions:
+        if before.get(c["type"]) != (c["status"], c["reason"]):
+            out.append(dict(c))
+    return out
+
+
+def restart_delay(restarts: int, base: float, maximum: float) -> float:
+    """Exponential backoff before restart number ``restarts`` (1-based): base, 2 base, 4 base ..., capped."""
+    if restarts <= 0:
+        return 0.0
+    return float(min(maximum, base * (2 ** (restarts - 1))))
