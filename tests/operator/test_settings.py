@@ -115,6 +115,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
             {"restartBackoffSeconds": 60, "restartBackoffMaxSeconds": 10},
             ["restart_backoff_max_seconds", "restart_backoff_seconds"],
         ),
+        ({"defaultQueueName": "Team Queue"}, ["default_queue_name", "pattern"]),
         ({"metricsPort": 9090}, ["metrics_port", "progress_port", "differ"]),
         ({"trainer_imag": "x"}, ["unknown key 'trainer_imag'", "did you mean 'trainer_image'"]),
     ],
