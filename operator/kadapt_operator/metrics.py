@@ -2,7 +2,7 @@
 
 Fleet metrics (jobs by phase, completions, restarts, reconciles, GPU seconds and cost by
 namespace/queue/GPU type) live as long as the operator process. Per-job gauges (labels
-``namespace``, ``job``) exist only while the job does: :meth:`OperatorMetrics.remove_job`
+``namespace``, ``job_name``) exist only while the job does: :meth:`OperatorMetrics.remove_job`
 deletes every one of its series. The reference of every metric is ``docs/metrics.md``
 (copied into the README); a test scrapes this module's server and compares.
 
@@ -50,7 +50,9 @@ RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 #: Seconds buckets from creation to Running (scheduling, image pulls, queueing).
 TIME_TO_RUNNING_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
 
-JOB_LABELS = ("namespace", "job")
+#: Labels of per-job series. Not ``job``: Prometheus gives every target a ``job`` label (the
+#: scrape job) and would rename ours to ``exported_job``; ``job_name`` follows kube-state-metrics.
+JOB_LABELS = ("namespace", "job_name")
 
 
 class WithoutCreated:

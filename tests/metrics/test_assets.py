@@ -146,14 +146,14 @@ def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path, rules: dict[
                            for g in rules["groups"]]}
     rule_file = tmp_path / "rules.yaml"
     rule_file.write_text(yaml.safe_dump(stripped))
-    a = {"namespace": "team-a", "job": "sst2"}
-    b = {"namespace": "team-a", "job": "llm"}
+    a = {"namespace": "team-a", "job_name": "sst2"}
+    b = {"namespace": "team-a", "job_name": "llm"}
     tests = [
         {   # two restarts within the hour fire; one does not
             "interval": "1m",
             "input_series": [
-                {"series": 'kadapt_job_restart_count{namespace="team-a",job="sst2"}', "values": "0x10 1x10 2x10"},
-                {"series": 'kadapt_job_restart_count{namespace="team-a",job="llm"}', "values": "0x10 1x20"},
+                {"series": 'kadapt_job_restart_count{namespace="team-a",job_name="sst2"}', "values": "0x10 1x10 2x10"},
+                {"series": 'kadapt_job_restart_count{namespace="team-a",job_name="llm"}', "values": "0x10 1x20"},
             ],
             "alert_rule_test": [
                 _alert("KadaptJobFailingRepeatedly", "15m", None),
@@ -175,12 +175,12 @@ def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path, rules: dict[
         {   # stuck while Running fires after 30m + 15m (not during start-up); moving or suspended jobs never do
             "interval": "1m",
             "input_series": [
-                {"series": 'kadapt_job_progress_ratio{namespace="team-a",job="sst2"}', "values": "0.1x90"},
-                {"series": 'kadapt_job_phase{namespace="team-a",job="sst2",phase="Running"}', "values": "1x90"},
-                {"series": 'kadapt_job_progress_ratio{namespace="team-a",job="llm"}', "values": "0+0.01x90"},
-                {"series": 'kadapt_job_phase{namespace="team-a",job="llm",phase="Running"}', "values": "1x90"},
-                {"series": 'kadapt_job_progress_ratio{namespace="team-b",job="paused"}', "values": "0.5x90"},
-                {"series": 'kadapt_job_phase{namespace="team-b",job="paused",phase="Running"}', "values": "0x90"},
+                {"series": 'kadapt_job_progress_ratio{namespace="team-a",job_name="sst2"}', "values": "0.1x90"},
+                {"series": 'kadapt_job_phase{namespace="team-a",job_name="sst2",phase="Running"}', "values": "1x90"},
+                {"series": 'kadapt_job_progress_ratio{namespace="team-a",job_name="llm"}', "values": "0+0.01x90"},
+                {"series": 'kadapt_job_phase{namespace="team-a",job_name="llm",phase="Running"}', "values": "1x90"},
+                {"series": 'kadapt_job_progress_ratio{namespace="team-b",job_name="paused"}', "values": "0.5x90"},
+                {"series": 'kadapt_job_phase{namespace="team-b",job_name="paused",phase="Running"}', "values": "0x90"},
             ],
             "alert_rule_test": [
                 _alert("KadaptJobStalled", "40m", None),
@@ -190,8 +190,9 @@ def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path, rules: dict[
         {   # 90% used fires; 50% and 100% (already suspended) do not
             "interval": "1m",
             "input_series": [
-                {"series": 'kadapt_job_budget_used_ratio{namespace="team-a",job="sst2"}', "values": "0.5x3 0.95x5"},
-                {"series": 'kadapt_job_budget_used_ratio{namespace="team-a",job="llm"}', "values": "1x8"},
+                {"series": 'kadapt_job_budget_used_ratio{namespace="team-a",job_name="sst2"}',
+                 "values": "0.5x3 0.95x5"},
+                {"series": 'kadapt_job_budget_used_ratio{namespace="team-a",job_name="llm"}', "values": "1x8"},
             ],
             "alert_rule_test": [
                 _alert("KadaptJobBudgetNearlySpent", "2m", None),

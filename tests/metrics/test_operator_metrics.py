@@ -109,7 +109,7 @@ def test_values_after_a_short_life(
     assert ttr_sum == [42.0]
     assert value(f, "kadapt_gpu_seconds_total", namespace="team-a", queue=NO_QUEUE, gpu_type="a100") == 3600
     assert value(f, "kadapt_gpu_cost_total", namespace="team-a", queue="gpu-queue", gpu_type="h100") == 0.2
-    job = {"namespace": "team-a", "job": "sst2"}
+    job = {"namespace": "team-a", "job_name": "sst2"}
     assert value(f, "kadapt_job_progress_ratio", **job) == 0.25
     assert value(f, "kadapt_job_allocated_gpus", **job) == 8
     assert value(f, "kadapt_job_gpu_seconds", **job) == 3600
@@ -121,8 +121,8 @@ def test_values_after_a_short_life(
     assert value(f, "kadapt_job_phase", **job, phase="Running") == 1
     assert value(f, "kadapt_job_phase", **job, phase="Created") == 0
     # unknown figures are absent, not zero
-    assert value(f, "kadapt_job_projected_cost", namespace="team-b", job="llm") is None
-    assert value(f, "kadapt_job_budget_used_ratio", namespace="team-b", job="llm") is None
+    assert value(f, "kadapt_job_projected_cost", namespace="team-b", job_name="llm") is None
+    assert value(f, "kadapt_job_budget_used_ratio", namespace="team-b", job_name="llm") is None
 
 
 def test_remove_job_deletes_every_series_of_that_job(
@@ -133,11 +133,11 @@ def test_remove_job_deletes_every_series_of_that_job(
     metrics.remove_job("team-a", "sst2")
     f = scrape_url(f"http://127.0.0.1:{server.port}/metrics")
     leftovers = [
-        (name, s.labels) for name, fam in f.items() for s in fam.samples if s.labels.get("job") == "sst2"
+        (name, s.labels) for name, fam in f.items() for s in fam.samples if s.labels.get("job_name") == "sst2"
     ]
     assert leftovers == []
     assert value(f, "kadapt_jobs", namespace="team-a", phase="Running") == 0
-    assert value(f, "kadapt_job_progress_ratio", namespace="team-b", job="llm") == 0.5
+    assert value(f, "kadapt_job_progress_ratio", namespace="team-b", job_name="llm") == 0.5
     # fleet counters keep what was spent
     assert value(f, "kadapt_gpu_seconds_total", namespace="team-a", queue=NO_QUEUE, gpu_type="a100") == 3600
 
@@ -149,8 +149,8 @@ def test_a_projection_that_becomes_unknown_is_removed(
     metrics.observe_job(JobSample("ns", "j", "Running", projected_cost=3.0, eta_seconds=10.0))
     metrics.observe_job(JobSample("ns", "j", "Suspended"))
     f = scrape_url(f"http://127.0.0.1:{server.port}/metrics")
-    assert value(f, "kadapt_job_projected_cost", namespace="ns", job="j") is None
-    assert value(f, "kadapt_job_eta_seconds", namespace="ns", job="j") is None
+    assert value(f, "kadapt_job_projected_cost", namespace="ns", job_name="j") is None
+    assert value(f, "kadapt_job_eta_seconds", namespace="ns", job_name="j") is None
     assert value(f, "kadapt_jobs", namespace="ns", phase="Suspended") == 1
     assert value(f, "kadapt_jobs", namespace="ns", phase="Running") == 0
 
