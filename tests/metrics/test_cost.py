@@ -389,3 +389,29 @@ def test_namespace_budget() -> None:
     assert "team-a" in refused.message and "namespaceBudgets" in refused.message
     assert not namespace_budget_decision("team-a", {"team-a": 20.0}, spent).exceeded
     assert not namespace_budget_decision("team-c", {"team-a": 1.0}, 1e6).exceeded
+
+
+def test_crd_keeps_the_ledger_in_status() -> None:
+    """A real API server prunes status fields its schema does not name: the ledger must be named.
+
+    Without ``status.cost.accountedUntil`` in the CRD, every poll after the first would count
+    each pod again from its start (the marks vanish on write).
+    """
+    from kadapt_operator.crd import build_crd
+
+    crd = build_crd()
+    version = crd["spec"]["versions"][0]
+    cost_schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["cost"]
+    props = cost_schema.get("properties", {})
+    assert cost_schema.get("x-kubernetes-preserve-unknown-fields") or "accountedUntil" in props, (
+        "status.cost.accountedUntil is missing from the CRD: add to kadapt_operator.api.Cost "
+        "`accounted_until: dict[str, str] = Field(default_factory=dict, alias=\"accountedUntil\")`"
+    )
+    if "accountedUntil" in props:
+        marks = props["accountedUntil"]
+        assert marks.get("type") == "object"
+        assert marks.get("additionalProperties", {}).get("type") == "string" or marks.get(
+            "x-kubernetes-preserve-unknown-fields"
+        )
+    for name in ("gpuSeconds", "costSoFar", "projectedCost", "pricePerGPUHour", "currency", "gpuType"):
+        assert name in props, name
