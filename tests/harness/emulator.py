@@ -186,6 +186,8 @@ class Emulator(kmock.KubernetesEmulator):
             data = request.data
             meta = data.setdefault("metadata", {})
             if request.action == enums.action.CREATE:
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
                 meta.setdefault("uid", str(uuid.uuid4()))
                 meta.setdefault("creationTimestamp", _now())
                 meta["generation"] = 1

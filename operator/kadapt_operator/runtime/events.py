@@ -7,7 +7,8 @@ from typing import Any, cast
 
 import kopf
 
-from kadapt_operator.runtime.status import FALSE, TRUE, Reason
+from kadapt_operator import cost as costing
+from kadapt_operator.runtime.status import TRUE, Reason
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -24,6 +25,9 @@ WARNING_REASONS = frozenset(
         Reason.DISRUPTED,
         Reason.BACKOFF_LIMIT_EXCEEDED,
         Reason.DEADLINE_EXCEEDED,
+        costing.REASON_MAX_COST,
+        costing.REASON_MAX_GPU_HOURS,
+        costing.REASON_NAMESPACE_BUDGET,
     }
 )
 
@@ -43,17 +47,14 @@ def post(body: Mapping[str, Any], reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, ref), type=event_type(reason), reason=str(reason), message=message[:1024] or str(reason))
 
 
+#: False conditions worth an Event: the way back to normal.
+RECOVERY_REASONS = frozenset({Reason.RESUMED, Reason.WITHIN_BUDGET})
+
+
 def post_transitions(body: Mapping[str, Any], changed: list[dict[str, Any]]) -> None:
-    """One Event per changed condition: its reason, its message (False 'Running' is noise when paused)."""
+    """One Event per condition that became True, went wrong, or recovered (not every False)."""
     for cond in changed:
         status = cond.get("status")
-        if status not in (TRUE, FALSE):
-            continue
-        if status == FALSE and cond.get("reason") in (
-            Reason.PODS_STARTING,
-            Reason.WAITING_FOR_JOB,
-            Reason.NOT_RESTARTING,
-            Reason.NOT_FINISHED,
-        ):
-            continue
-        post(body, str(cond.get("reason")), f"{cond['type']}={status}: {cond.get('message') or ''}".rstrip(": "))
+        reason = str(cond.get("reason"))
+        if status == TRUE or reason in WARNING_REASONS or reason in RECOVERY_REASONS:
+            post(body, reason, f"{cond['type']}={status}: {cond.get('message') or ''}".rstrip(": "))
