@@ -80,7 +80,7 @@ class Rendered:
     def notes(self) -> str:
         return next((v for k, v in self.files.items() if k.endswith("NOTES.txt")), "")
 
-    @property
+    @functools.cached_property
     def objects(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for name, text in sorted(self.files.items()):
@@ -119,5 +119,11 @@ def render(
     return Rendered(files)
 
 
+_CASE_RENDERS: dict[str, Rendered] = {}
+
+
 def render_case(case: Case) -> Rendered:
-    return render(case.values, api_versions=case.api_versions)
+    """``render`` of a documented case, once per test session (tests only read it)."""
+    if case.name not in _CASE_RENDERS:
+        _CASE_RENDERS[case.name] = render(case.values, api_versions=case.api_versions)
+    return _CASE_RENDERS[case.name]

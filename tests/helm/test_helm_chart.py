@@ -268,7 +268,7 @@ def _first_job_manifest(notes: str) -> dict[str, Any]:
 def test_notes_show_a_first_job_that_validates(case: Case) -> None:
     notes = render_case(case).notes
     job = validate_object(_first_job_manifest(notes), source="NOTES.txt")
-    assert f"get aj" in notes and job.metadata.name in notes
+    assert "get aj" in notes and job.metadata.name in notes
     namespace = "default" if case.mode.all_namespaces else case.watched[0]
     assert f"kubectl -n {namespace} apply -f -" in notes
 
