@@ -436,8 +436,13 @@ class LocalPod:
         self.terminating = False
 
     def start(self) -> None:
-        """Start the process in its own session, so signals reach only this pod's processes."""
-        log = self.plan.log_path.open("ab")
+        """Start the process in its own session, so signals reach only this pod's processes.
+
+        An earlier run's log of the same pod is kept beside it as ``<pod>.log.previous``.
+        """
+        if self.plan.log_path.exists():
+            self.plan.log_path.replace(self.plan.log_path.with_name(self.plan.log_path.name + ".previous"))
+        log = self.plan.log_path.open("wb")
         try:
             self.process = subprocess.Popen(
                 list(self.plan.argv),

@@ -78,6 +78,11 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 #: A line that states why a process died: ``SomeError: message`` (not torchrun's wrapper).
 _CAUSE_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
 _WRAPPER_ERRORS = ("ChildFailedError", "SignalException", "DistNetworkError", "DistBackendError")
+#: The trainer's one-line error (``kadapt-trainer: error: dataset.uri: ... does not exist``).
+_TRAINER_ERROR = re.compile(r"^kadapt[\w-]*: error: (.+)$")
+#: Where torchrun's own report on a failed worker begins, and the worker exit code it names.
+_TORCHRUN_MARKERS = ("failed (exitcode:", "ChildFailedError", "torch/distributed/elastic/multiprocessing/api.py")
+_WORKER_EXIT = re.compile(r"exitcode\s*:\s*(-?\d+)")
 
 
 class RunStatus(StrEnum):
@@ -251,7 +256,15 @@ def load_one_job(manifest: Path) -> AdaptationJob:
 
 
 def failure_cause(lines: list[str], exit_code: int | None) -> str:
-    """One line saying why a process failed: its last ``...Error: message`` line, else its exit code."""
+    """One line saying why a process failed.
+
+    In order: the trainer's own ``kadapt-trainer: error: ...`` line, the last ``...Error: message``
+    line of a traceback (not torchrun's wrapper), else what the exit code says.
+    """
+    for line in reversed(lines):
+        own = _TRAINER_ERROR.match(line)
+        if own:
+            return own.group(1).strip()
     for line in reversed(lines):
         match = _CAUSE_LINE.match(line)
         if match and match.group(1) not in _WRAPPER_ERRORS and match.group(2):
@@ -269,14 +282,17 @@ def failure_cause(lines: list[str], exit_code: int | None) -> str:
     return f"the process exited with code {exit_code}"
 
 
-def _torch_cause(lines: list[str]) -> list[str]:
-    """The log without torchrun's own failure banner, which repeats the exit code only."""
-    out: list[str] = []
-    for line in lines:
-        if line.startswith("=====") or "torch.distributed.elastic" in line:
-            break
-        out.append(line)
-    return out or lines
+def worker_lines(lines: list[str]) -> tuple[list[str], int | None]:
+    """The log up to torchrun's own failure report, and the worker exit code that report names.
+
+    torchrun exits 1 whatever its worker did and then prints its traceback and a banner; the
+    worker's last lines and its real exit code (``exitcode  : 2``) are what explain the failure.
+    """
+    for i, line in enumerate(lines):
+        if any(marker in line for marker in _TORCHRUN_MARKERS):
+            codes = [int(m.group(1)) for m in map(_WORKER_EXIT.search, lines[i:]) if m]
+            return lines[:i] or lines, (codes[0] if codes else None)
+    return lines, None
 
 
 class _Interrupts:
@@ -449,8 +465,8 @@ class LocalRun:
                 cause=f"the trainers exited 0 but wrote no {RESULT_FILE} in {self.output_dir}",
             )
         pod = pod or next((p for p in gang.pods if p.exit_code not in (0, None)), gang.rank0)
-        lines = pod.log_tail(200)
-        cause = failure_cause(_torch_cause(lines), pod.exit_code)
+        lines, worker_code = worker_lines(pod.log_tail(400))
+        cause = failure_cause(lines, worker_code if worker_code is not None else pod.exit_code)
         if last is not None and last.state == "failed" and last.message:
             cause = last.message
         return self._summary(
@@ -560,9 +576,9 @@ def report(summary: RunSummary, output: OutputFormat, out: Console, err: Console
     if summary.status == RunStatus.FAILED and summary.log_tail:
         err.print(f"[red]{summary.failed_pod} failed; its last log lines:[/]")
         for line in summary.log_tail:
-            err.print("  " + line, markup=False, highlight=False)
+            err.print("  " + line, markup=False, highlight=False, soft_wrap=True)
     if summary.cause and summary.status == RunStatus.FAILED:
-        err.print(f"[red]error:[/] {summary.cause}", highlight=False)
+        err.print(f"[red]error:[/] {summary.cause}", highlight=False, soft_wrap=True)
     if output == OutputFormat.JSON:
         out.print_json(json.dumps(summary.to_json()))
     else:
