@@ -59,11 +59,21 @@ def test_create_makes_exactly_one_of_each_child_owned_by_the_job(cluster: Cluste
         obj = cluster.get(res, NS, name)
         assert obj is not None, f"{res} {name} missing"
         (owner,) = obj["metadata"]["ownerReferences"]
-        assert owner == {"apiVersion": "kadapt.dev/v1alpha1", "kind": "AdaptationJob", "name": "children",
-                         "uid": uid, "controller": True, "blockOwnerDeletion": True}
+        assert owner == {
+            "apiVersion": "kadapt.dev/v1alpha1",
+            "kind": "AdaptationJob",
+            "name": "children",
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         assert obj["metadata"]["labels"][LABEL_JOB_NAME] == "children"
-    mine = [o for res in (CONFIGMAPS, SERVICES, JOBS) for o in cluster.list(res, NS)
-            if o["metadata"]["labels"].get(LABEL_JOB_NAME) == "children"]
+    mine = [
+        o
+        for res in (CONFIGMAPS, SERVICES, JOBS)
+        for o in cluster.list(res, NS)
+        if o["metadata"]["labels"].get(LABEL_JOB_NAME) == "children"
+    ]
     assert sorted(o["kind"] for o in mine) == ["ConfigMap", "Job", "Service"]
     job = cluster.get(JOBS, NS, "children")
     assert job is not None and job["spec"]["suspend"] is False
@@ -119,15 +129,18 @@ def test_suspend_round_trips_to_the_job(cluster: Cluster, operator: OperatorHand
     cluster.create(AJOBS, job_manifest("pausable", NS))
     cluster.wait_for(lambda: cluster.get(JOBS, NS, "pausable"))
     cluster.patch(AJOBS, NS, "pausable", {"spec": {"runPolicy": {"suspend": True}}})
-    cluster.wait_for(lambda: (cluster.get(JOBS, NS, "pausable") or {}).get("spec", {}).get("suspend") is True,
-                     message="Job suspended")
+    cluster.wait_for(
+        lambda: (cluster.get(JOBS, NS, "pausable") or {}).get("spec", {}).get("suspend") is True,
+        message="Job suspended",
+    )
     cluster.wait_for(lambda: status_of(cluster, "pausable").get("phase") == "Suspended")
     s = cond(cluster, "pausable", "Suspended")
     assert s is not None and s["status"] == "True" and s["reason"] == "SuspendedByUser"
     assert s["observedGeneration"] == 2
     cluster.patch(AJOBS, NS, "pausable", {"spec": {"runPolicy": {"suspend": False}}})
-    cluster.wait_for(lambda: (cluster.get(JOBS, NS, "pausable") or {}).get("spec", {}).get("suspend") is False,
-                     message="Job resumed")
+    cluster.wait_for(
+        lambda: (cluster.get(JOBS, NS, "pausable") or {}).get("spec", {}).get("suspend") is False, message="Job resumed"
+    )
     cluster.wait_for(lambda: (x := cond(cluster, "pausable", "Suspended")) and x["status"] == "False")
     assert status_of(cluster, "pausable")["phase"] in ("Created", "Running")
     assert _count_creates(cluster, "jobs", NS, "pausable") == 1
@@ -170,15 +183,28 @@ def test_progress_is_polled_from_rank_0_and_patched_on_change(
     trainer_progress: tuple[int, type[_Progress]],
 ) -> None:
     port, handler = trainer_progress
-    handler.report = {"state": "training", "step": 10, "total_steps": 40, "epoch": 0.5, "loss": 0.693,
-                      "samples_per_second": 12.5, "eta_seconds": 30.0, "trainable_params": 1000,
-                      "total_params": 100000, "strategy": "lora", "strategy_reason": "asked for lora",
-                      "last_checkpoint": "pvc://out/ckpt/step-10", "eval_metrics": {"accuracy": 0.75}}
+    handler.report = {
+        "state": "training",
+        "step": 10,
+        "total_steps": 40,
+        "epoch": 0.5,
+        "loss": 0.693,
+        "samples_per_second": 12.5,
+        "eta_seconds": 30.0,
+        "trainable_params": 1000,
+        "total_params": 100000,
+        "strategy": "lora",
+        "strategy_reason": "asked for lora",
+        "last_checkpoint": "pvc://out/ckpt/step-10",
+        "eval_metrics": {"accuracy": 0.75},
+    }
     with Cluster(namespaces=(NS,)) as cluster, cluster.operator(settings_overrides={"progress_port": port}):
         cluster.create(AJOBS, job_manifest("polled", NS))
         start_gang(cluster, "polled")
-        st = cluster.wait_for(lambda: (s := status_of(cluster, "polled")).get("progress", {}).get("step") == 10 and s,
-                              message="progress step 10")
+        st = cluster.wait_for(
+            lambda: (s := status_of(cluster, "polled")).get("progress", {}).get("step") == 10 and s,
+            message="progress step 10",
+        )
         assert st["progress"]["percent"] == 25.0 and st["progress"]["loss"] == 0.693
         assert st["parameters"] == {"trainable": 1000, "total": 100000, "percent": 1.0}
         assert st["strategy"] == {"resolved": "lora", "reason": "asked for lora"}
@@ -204,8 +230,12 @@ def test_operator_restart_mid_job_creates_no_duplicates() -> None:
             cluster.wait_for(lambda: status_of(cluster, "late").get("phase") == "Created")
             cluster.set_status(JOBS, NS, "survivor", complete_job_status(2))
             cluster.wait_for(lambda: status_of(cluster, "survivor").get("phase") == "Succeeded")
-        for plural, name in (("jobs", "survivor"), ("configmaps", "survivor-config"), ("services", "survivor"),
-                             ("jobs", "late")):
+        for plural, name in (
+            ("jobs", "survivor"),
+            ("configmaps", "survivor-config"),
+            ("services", "survivor"),
+            ("jobs", "late"),
+        ):
             assert _count_creates(cluster, plural, NS, name) == 1
         # The restarted operator adopted the running gang without writing it again.
         after = cluster.operator_requests()[before:]

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+import logging
+
 import kopf
 
 from kadapt_operator import cost as costing
 from kadapt_operator.runtime.status import TRUE, Reason
+
+log = logging.getLogger("kadapt.operator")
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -44,7 +48,12 @@ def post(body: Mapping[str, Any], reason: str, message: str) -> None:
         "kind": body.get("kind"),
         "metadata": {k: body.get("metadata", {}).get(k) for k in ("name", "namespace", "uid")},
     }
-    kopf.event(cast(kopf.Body, ref), type=event_type(reason), reason=str(reason), message=message[:1024] or str(reason))
+    try:
+        kopf.event(
+            cast(kopf.Body, ref), type=event_type(reason), reason=str(reason), message=message[:1024] or str(reason)
+        )
+    except LookupError:  # outside kopf's context (no Event queue): the status still says it
+        log.warning("event %s on %s not posted: no event queue in this context", reason, ref["metadata"].get("name"))
 
 
 #: False conditions worth an Event: the way back to normal.

@@ -503,6 +503,11 @@ class Runtime:
         log.info("deleted %s/%s: finished %ss ago, past ttlSecondsAfterFinished", key[0], key[1], ttl)
 
     # -- periodic work -----------------------------------------------------------------------------
+    def ensure_ticker(self) -> None:
+        """Start the periodic task from a handler's context (kopf's Event queue lives in it)."""
+        if self.ticker is None or self.ticker.done():
+            self.ticker = asyncio.get_running_loop().create_task(self.tick_forever(), name="kadapt-ticker")
+
     async def tick_forever(self) -> None:
         """Every poll interval, converge every known job (progress, cost, budget, backoff, TTL)."""
         sem = asyncio.Semaphore(TICK_CONCURRENCY)
@@ -547,7 +552,6 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         rt.indices = {name: kwargs[name] for name in (AJ_INDEX, JOB_INDEX, POD_INDEX)}
         rt.http = aiohttp.ClientSession()
         rt.metrics.set_currency(rt.settings.currency)
-        rt.ticker = asyncio.get_running_loop().create_task(rt.tick_forever(), name="kadapt-ticker")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -578,6 +582,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.create(API_GROUP, API_VERSION, PLURAL, registry=registry)
     @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec", registry=registry)
     async def reconcile(namespace: str | None, name: str, **_: Any) -> None:
+        rt.ensure_ticker()
         try:
             await rt.converge((namespace or DEFAULT_NAMESPACE, name), Trigger.SPEC)
         except ApiError as exc:
@@ -596,6 +601,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         key = _keys_of(namespace, labels)
         if key is None:
             return
+        rt.ensure_ticker()
         try:
             await rt.converge(key, Trigger.CHILDREN)
         except ApiError as exc:

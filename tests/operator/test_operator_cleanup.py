@@ -1,0 +1,91 @@
+"""Deletion, ttlSecondsAfterFinished and budgets against the real operator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.harness import checks
+from tests.harness.emulator import (
+    AJOBS,
+    CONFIGMAPS,
+    JOBS,
+    PODS,
+    SERVICES,
+    Cluster,
+    OperatorHandle,
+    complete_job_status,
+    job_manifest,
+    running_status,
+)
+
+NS = "team-a"
+
+
+def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator: OperatorHandle) -> None:
+    cluster.create(AJOBS, job_manifest("doomed", NS))
+    checks.start_gang(cluster, "doomed", NS)
+    cluster.wait_for(lambda: checks.status_of(cluster, "doomed", NS).get("phase") == "Running")
+    cluster.delete(AJOBS, NS, "doomed")
+    # No finalizer: the object is gone at once; the garbage collector follows the ownerReferences.
+    assert cluster.get(AJOBS, NS, "doomed") is None
+    removed = cluster.collect_garbage()
+    assert {(r, n) for r, _, n in removed} >= {(JOBS, "doomed"), (CONFIGMAPS, "doomed-config"), (SERVICES, "doomed")}
+    cluster.collect_garbage()  # pods were owned by the Job
+    assert not [p for p in cluster.list(PODS, NS) if p["metadata"]["name"].startswith("doomed-")]
+    # The operator does not bring anything back.
+    cluster.create(AJOBS, job_manifest("bystander", NS))
+    cluster.wait_for(lambda: cluster.get(JOBS, NS, "bystander"))
+    assert cluster.get(JOBS, NS, "doomed") is None and checks.creations(cluster, JOBS, NS, "doomed") == 1
+
+
+def test_ttl_after_finished_deletes_the_job_even_across_an_operator_restart() -> None:
+    with Cluster(namespaces=(NS,)) as cluster:
+        with cluster.operator():
+            cluster.create(AJOBS, job_manifest("shortlived", NS, runPolicy={"ttlSecondsAfterFinished": 2}))
+            cluster.create(AJOBS, job_manifest("keeper", NS))
+            for name in ("shortlived", "keeper"):
+                cluster.wait_for(lambda n=name: cluster.get(JOBS, NS, n))  # type: ignore[misc]
+                cluster.set_status(JOBS, NS, name, complete_job_status(2))
+            cluster.wait_for(lambda: checks.status_of(cluster, "shortlived", NS).get("phase") == "Succeeded")
+            cluster.wait_for(lambda: checks.status_of(cluster, "keeper", NS).get("phase") == "Succeeded")
+            assert cluster.get(AJOBS, NS, "shortlived") is not None
+        # The clock runs on while no operator is up; the next one reads completionTime from status.
+        with cluster.operator():
+            cluster.wait_for(lambda: cluster.get(AJOBS, NS, "shortlived") is None, timeout=15, message="TTL deletion")
+        assert cluster.get(AJOBS, NS, "keeper") is not None  # no TTL: kept
+
+
+def _ago(seconds: float) -> str:
+    return (datetime.now(tz=UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_budget_suspends_the_job_and_raising_it_resumes(cluster: Cluster, operator: OperatorHandle) -> None:
+    # 2 pods x 1 GPU for 60 s = 120 GPU-seconds, over a limit of 0.01 GPU-hours (36 GPU-seconds).
+    cluster.create(AJOBS, job_manifest("thrifty", NS, budget={"maxGPUHours": 0.01}))
+    job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "thrifty"))
+    pods = [cluster.make_pod(job, i) for i in range(2)]
+    for pod in pods:
+        cluster.set_status(PODS, NS, pod["metadata"]["name"], running_status(started_at=_ago(60)))
+    cluster.wait_for(lambda: (cluster.get(JOBS, NS, "thrifty") or {})["spec"]["suspend"] is True, message="suspend")
+    cluster.wait_for(lambda: checks.status_of(cluster, "thrifty", NS).get("phase") == "Suspended")
+    exceeded = checks.condition(cluster, "thrifty", NS, "BudgetExceeded")
+    assert exceeded is not None and exceeded["status"] == "True" and exceeded["reason"] == "MaxGPUHoursReached"
+    assert "raise spec.budget.maxGPUHours" in exceeded["message"]
+    suspended = checks.condition(cluster, "thrifty", NS, "Suspended")
+    assert suspended is not None and suspended["reason"] == "BudgetExceeded"
+    cost = checks.status_of(cluster, "thrifty", NS)["cost"]
+    assert cost["gpuSeconds"] >= 120 and cost["costSoFar"] >= 120 / 3600 * 3.6
+    cluster.wait_for(
+        lambda: any(e["reason"] == "MaxGPUHoursReached" for e in checks.events_for(cluster, "thrifty", NS))
+    )
+    # The Job controller stops the pods of a suspended Job (the trainer checkpoints on SIGTERM).
+    for pod in pods:
+        cluster.delete(PODS, NS, pod["metadata"]["name"])
+    cluster.patch(AJOBS, NS, "thrifty", {"spec": {"budget": {"maxGPUHours": 10}}})
+    cluster.wait_for(lambda: (cluster.get(JOBS, NS, "thrifty") or {})["spec"]["suspend"] is False, message="resume")
+    cluster.wait_for(
+        lambda: (c := checks.condition(cluster, "thrifty", NS, "BudgetExceeded")) and c["status"] == "False"
+    )
+    assert checks.status_of(cluster, "thrifty", NS)["phase"] in ("Created", "Running")
+    assert checks.status_of(cluster, "thrifty", NS)["cost"]["gpuSeconds"] >= 120  # spending is never forgotten
+    assert checks.creations(cluster, JOBS, NS, "thrifty") == 1
