@@ -1,0 +1,249 @@
+"""A real Prometheus server scrapes a real training run and the real operator.
+
+The operator (kopf) runs against the API emulator; this test plays the Job controller and the
+kubelet: it creates the pod the operator's Job asks for, runs it with the local executor (a
+real ``torchrun`` of the trainer on a tiny model) and reports the pod Running at 127.0.0.1.
+Prometheus (Debian package ``prometheus``) scrapes the trainer's rank-0 ``/metrics`` and the
+operator's ``/metrics``; the test then reads cost and progress back through Prometheus' HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest
+from tests.local.tiny import keyword_rows, make_bert, write_jsonl
+
+PROMETHEUS = shutil.which("prometheus")
+NAMESPACE = "team-a"
+JOB = "prom-e2e"
+PRICE = 36.0  # per GPU-hour: one GPU-second costs 0.01
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        PROMETHEUS is None,
+        reason="the prometheus binary (Debian package prometheus) is absent; run scripts/install-prometheus.sh",
+    ),
+]
+
+
+def free_port() -> int:
+    from kadapt_operator.local.executor import free_port as pick
+
+    return pick()
+
+
+def rfc3339(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Prometheus:
+    """A Prometheus server on a free loopback port with a throw-away config and TSDB."""
+
+    def __init__(self, folder: Path, targets: dict[str, dict[str, Any]]) -> None:
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": name, "static_configs": [target]} for name, target in targets.items()
+            ],
+        }
+        cfg = folder / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump(config))
+        self.log = (folder / "prometheus.log").open("w")
+        assert PROMETHEUS is not None
+        self.proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def url(self, path: str, **params: str) -> str:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        return f"http://127.0.0.1:{self.port}{path}{query}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url("/-/ready"), timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query through the HTTP API: the result vector."""
+        with urllib.request.urlopen(self.url("/api/v1/query", query=promql), timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
+
+
+@pytest.fixture
+def operator_metrics_port() -> Iterator[int]:
+    """The operator's /metrics, served as ``kadapt operator`` serves it (the handlers' METRICS)."""
+    from kadapt_operator.metrics import serve_metrics
+
+    server = serve_metrics(0, addr="127.0.0.1")
+    try:
+        yield server.port
+    finally:
+        server.close()
+
+
+def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, operator_metrics_port: int) -> None:
+    from kadapt_operator.local.executor import ExecOptions, Gang, plan_pods
+
+    progress_port = free_port()
+    opts = ExecOptions(run_dir=tmp_path / "run", extra_env={"KADAPT_PROGRESS_PORT": str(progress_port)},
+                       grace_seconds=60.0)
+    make_bert(opts.pvc_root / "models" / "tiny-bert")
+    write_jsonl(opts.pvc_root / "data" / "reviews.jsonl", keyword_rows(60))
+    manifest = job_manifest(
+        JOB,
+        NAMESPACE,
+        strategy={"type": "head-only"},
+        # long enough to be scraped many times; the test stops it with SIGTERM
+        training={"epochs": 1000, "globalBatchSize": 8, "microBatchSize": 8, "earlyStopping": {"enabled": False}},
+        resources={"workers": 1, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"},
+    )
+    settings = {"progress_port": progress_port, "gpu_prices": {"default": PRICE}, "poll_interval_seconds": 0.5}
+    prometheus: Prometheus | None = None
+    gang: Gang | None = None
+    with Cluster(namespaces=(NAMESPACE,)) as cluster, cluster.operator(settings_overrides=settings):
+        try:
+            cluster.create(AJOBS, manifest)
+            found = cluster.wait_for(lambda: cluster.get(JOBS, NAMESPACE, JOB), timeout=30, message="the Job")
+            assert found is not None
+            batch: dict[str, Any] = found
+            cms = {cm["metadata"]["name"]: cm for cm in cluster.list(CONFIGMAPS, NAMESPACE)}
+            service = cluster.get(SERVICES, NAMESPACE, JOB)
+            plans = plan_pods(batch, cms, service, opts)
+            assert len(plans) == 1
+            # the Job controller creates pod 0; the kubelet starts it and reports it Running
+            pod = cluster.make_pod(batch, 0, ip="127.0.0.1")
+            pod_name = pod["metadata"]["name"]
+            gang = Gang(plans)
+            started = datetime.now(UTC)
+            gang.start()
+            cluster.set_status(PODS, NAMESPACE, pod_name, {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "startTime": rfc3339(started),
+                "containerStatuses": [
+                    {"name": "trainer", "ready": True, "restartCount": 0,
+                     "state": {"running": {"startedAt": rfc3339(started)}}},
+                ],
+            })
+            prometheus = prom = Prometheus(tmp_path / "prometheus", {
+                "kadapt-operator": {"targets": [f"127.0.0.1:{operator_metrics_port}"]},
+                "kadapt-trainer": {"targets": [f"127.0.0.1:{progress_port}"],
+                                   "labels": {"namespace": NAMESPACE, "pod": pod_name}},
+            })
+            wait_for("Prometheus to get ready", prom.ready, timeout=60)
+
+            # both targets are up and scraped
+            def up() -> dict[str, float]:
+                return {r["metric"]["job"]: float(r["value"][1]) for r in prom.query("up")}
+
+            wait_for("both targets up", lambda: up() == {"kadapt-operator": 1.0, "kadapt-trainer": 1.0}, timeout=180)
+
+            # the training run's own series: steps, target, loss, parameters
+            steps = wait_for(
+                "trainer steps > 0",
+                lambda: prom.query(f'kadapt_trainer_steps_total{{namespace="{NAMESPACE}",pod="{pod_name}"}} > 0'),
+                timeout=180,
+            )
+            assert steps[0]["metric"]["job"] == "kadapt-trainer"
+            target = float(prom.query("kadapt_trainer_target_steps")[0]["value"][1])
+            assert prom.query("kadapt_trainer_train_loss")
+            trainable = float(prom.query("kadapt_trainer_trainable_parameters")[0]["value"][1])
+            total = float(prom.query("kadapt_trainer_parameters")[0]["value"][1])
+            assert 0 < trainable < total  # head-only: the backbone is frozen
+
+            # the operator's series: progress and cost of this job, read from its status
+            sel = f'namespace="{NAMESPACE}",job_name="{JOB}"'
+            progress = wait_for(
+                "operator progress > 0", lambda: prom.query(f"kadapt_job_progress_ratio{{{sel}}} > 0"),
+                timeout=120,
+            )
+            assert progress[0]["metric"]["job"] == "kadapt-operator"  # the scrape job; ours is job_name
+            assert 0 < float(progress[0]["value"][1]) < 1
+            cost = wait_for("job cost > 0", lambda: prom.query(f"kadapt_job_cost{{{sel}}} > 0"), timeout=60)
+            assert float(cost[0]["value"][1]) > 0
+            # cost = GPU seconds x price, in the same scrape
+            gap = prom.query(f"abs(kadapt_job_cost{{{sel}}} - kadapt_job_gpu_seconds{{{sel}}} / 3600 * {PRICE})")
+            assert gap and float(gap[0]["value"][1]) < 1e-3
+            assert float(prom.query(f"kadapt_job_allocated_gpus{{{sel}}}")[0]["value"][1]) == 1
+            assert prom.query(f'kadapt_job_phase{{{sel},phase="Running"}} == 1')
+            by_ns = wait_for(
+                "fleet cost by namespace",
+                lambda: prom.query(f'sum by (namespace) (kadapt_gpu_cost_total{{namespace="{NAMESPACE}"}}) > 0'),
+                timeout=30,
+            )
+            assert by_ns[0]["metric"] == {"namespace": NAMESPACE}
+            gpu_seconds = prom.query(
+                f'kadapt_gpu_seconds_total{{namespace="{NAMESPACE}",queue="none",gpu_type="default"}}'
+            )
+            assert gpu_seconds and float(gpu_seconds[0]["value"][1]) > 0
+            projected = wait_for(
+                "projected cost", lambda: prom.query(f"kadapt_job_projected_cost{{{sel}}}"), timeout=60,
+            )
+            assert float(projected[0]["value"][1]) >= float(cost[0]["value"][1])
+            # the status agrees with what Prometheus saw (same source)
+            status = (cluster.get(AJOBS, NAMESPACE, JOB) or {}).get("status", {})
+            assert status["cost"]["pricePerGPUHour"] == PRICE
+            assert status["cost"]["gpuSeconds"] > 0
+            assert status["progress"]["totalSteps"] == target >= 1000  # 1000 epochs of at least one step
+            # the gang stops on SIGTERM: the trainer checkpoints before it exits
+            gang.stop()
+            result = gang.result()
+            assert result.exit_codes[0] is not None, result
+            log = plans[0].log_path.read_text()
+            assert "stopped by signal; checkpoint saved" in log, log[-2000:]
+            assert (opts.pvc_root / "out" / JOB / "checkpoints" / "latest").exists()
+        finally:
+            if gang is not None:
+                gang.stop(grace=5)
+            if prometheus is not None:
+                prometheus.close()
