@@ -195,7 +195,7 @@ def request_attributes(
         resource = f"{resource}/{rest[2]}"
     if resource == "namespaces" and name is not None:
         namespace = name
-    lower = method.lower()
+    lower = str(method).rsplit(".", 1)[-1].lower()  # also "GET" from an enum printed as "METHOD.GET"
     watch = params.get("watch", "").lower() in ("1", "true")
     if lower == "get":
         verb = "watch" if watch else ("get" if name else "list")
