@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kadapt_operator import metrics as metrics_module
 from kadapt_operator import render as render_module
 from kadapt_operator.crd import CRD_FILE
 from kadapt_operator.settings import load_settings
@@ -311,6 +312,9 @@ def test_pod_monitor_scrapes_rank_zero_of_training_pods(watch: dict[str, Any], s
     assert pm["spec"]["selector"]["matchLabels"] == {"batch.kubernetes.io/job-completion-index": "0"}
     (endpoint,) = pm["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == render_module.METRICS_PORT_NAME and endpoint["path"] == "/metrics"
+    # Trainer series carry the job's name under the same label as the operator's per-job series.
+    assert endpoint["relabelings"] == [{"sourceLabels": ["__meta_kubernetes_pod_label_kadapt_dev_job_name"],
+                                        "targetLabel": metrics_module.JOB_LABELS[1]}]
 
 
 def test_monitoring_labels_reach_every_monitoring_object() -> None:
@@ -336,11 +340,11 @@ RULES = """groups:
   - name: kadapt
     rules:
       - alert: KadaptJobFailed
-        expr: sum by (namespace, adaptation_job) (kadapt_job_phase{phase="Failed"}) > 0
+        expr: sum by (namespace, job_name) (kadapt_job_phase{phase="Failed"}) > 0
         labels:
           severity: warning
         annotations:
-          summary: "AdaptationJob {{ $labels.adaptation_job }} failed"
+          summary: "AdaptationJob {{ $labels.job_name }} failed"
 """
 DASHBOARD = '{"title": "kadapt", "panels": [{"title": "Loss", "targets": [{"expr": "kadapt_loss"}]}]}'
 
