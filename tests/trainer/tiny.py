@@ -1,0 +1,117 @@
+"""Tiny models, tokenizer and learnable data built in code, for trainer tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+WORDS = [
+    "the", "a", "cat", "dog", "runs", "sits", "on", "under", "mat", "table", "red", "blue",
+    "green", "big", "small", "quickly", "slowly", "house", "tree", "river",
+]
+KEYWORDS = ["alpha", "beta", "gamma"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[EOS]"]
+ARCHS = ("bert", "gpt2", "llama")
+
+
+def make_tokenizer(folder: Path, arch: str) -> Any:
+    """A WordLevel tokenizer over the toy vocabulary, saved as a fast HF tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + WORDS + KEYWORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if arch == "bert":
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        )
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+        )
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def make_model(folder: Path, arch: str, layers: int = 2) -> Path:
+    """Save a randomly initialised tiny model (and its tokenizer) into ``folder``."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertModel,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder, arch)
+    vocab = len(tok)
+    torch.manual_seed(0)
+    model: Any
+    if arch == "bert":
+        model = BertModel(
+            BertConfig(
+                vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                initializer_range=0.3,  # a random backbone whose CLS features still vary with the input
+            )
+        )
+    elif arch == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab, n_embd=32, n_layer=layers, n_head=2, n_positions=64,
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+            )
+        )
+    else:
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+            )
+        )
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def classification_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Sentences whose class is the keyword they repeat and end with.
+
+    Learnable even from a frozen random backbone (its features are dominated by the
+    keyword), so every strategy, head-only included, must bring the loss down.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % len(KEYWORDS)
+        words = [rng.choice(WORDS) for _ in range(rng.randint(1, 3))] + [KEYWORDS[label]] * 2
+        rng.shuffle(words)
+        words.append(KEYWORDS[label])
+        rows.append({"text": " ".join(words), "label": KEYWORDS[label]})
+    return rows
+
+
+def lm_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Sentences from a small cyclic grammar (each word predicts the next)."""
+    rng = random.Random(seed)
+    cycle = WORDS[:8]
+    rows = []
+    for _ in range(n):
+        start = rng.randrange(len(cycle))
+        length = rng.randint(6, 12)
+        rows.append({"text": " ".join(cycle[(start + k) % len(cycle)] for k in range(length))})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """One JSON object per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
