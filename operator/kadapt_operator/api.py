@@ -166,6 +166,9 @@ class Cost(StatusModel):
     currency: str = "USD"
     price_per_gpu_hour: float = Field(default=0.0, alias="pricePerGPUHour")
     gpu_type: str | None = Field(default=None, alias="gpuType")
+    #: Per pod, the time up to which its GPU seconds are already counted (the cost ledger):
+    #: what makes accounting survive operator restarts and missed polls without double counting.
+    accounted_until: dict[str, str] = Field(default_factory=dict)
 
 
 class OutputStatus(StatusModel):
