@@ -392,3 +392,14 @@ def test_shipped_rules_and_dashboard_are_well_formed() -> None:
     if dashboard_file.exists():
         dash = next(o for o in r.of_kind("ConfigMap") if o["metadata"]["name"].endswith("-dashboard"))
         assert yaml.safe_load(dash["data"]["kadapt.json"])["panels"]
+
+
+def test_prices_given_with_helm_set_are_numbers(tmp_path: Path) -> None:
+    # `helm install --set config.gpuPrices.default=2.5` passes "2.5" as a string.
+    values = helm_python.parse_set_string("config.gpuPrices.default=2.5,config.namespaceBudgets.team-a=99.5")
+    assert values["config"]["gpuPrices"]["default"] == "2.5"
+    path = tmp_path / "operator.yaml"
+    path.write_text(render(values).one("ConfigMap")["data"]["operator.yaml"])
+    settings = load_settings(path, env={})
+    assert settings.gpu_prices["default"] == 2.5 and settings.namespace_budgets == {"team-a": 99.5}
+    assert "'2.5'" not in path.read_text()
