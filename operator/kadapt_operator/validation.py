@@ -161,7 +161,11 @@ def validate_object(obj: Any, source: str = "") -> AdaptationJob:
         raise SpecInvalid(_errors_from(exc), source) from None
     except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - defensive
         raise SpecInvalid([SpecError("(document)", f"cannot be read: {exc}")], source) from None
-    errors = semantic_errors(job)
+    # Names the API server would refuse in the rendered children are caught here too, so that
+    # `kadapt validate`, the operator and `kadapt run` reject exactly the same manifests.
+    from kadapt_operator.render import render_errors
+
+    errors = semantic_errors(job) + render_errors(job)
     if errors:
         raise SpecInvalid(errors, source)
     return job
