@@ -94,7 +94,7 @@ def test_user_roles_aggregate_adaptationjob_access_only() -> None:
     r = render({})
     aggregated = [c for c in r.of_kind("ClusterRole")
                   if any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in c["metadata"]["labels"])]
-    assert {c["metadata"]["name"] for c in aggregated} == {f"{RELEASE}-edit", f"{RELEASE}-view"}
+    assert {c["metadata"]["name"] for c in aggregated} == {f"{RELEASE}-{NAMESPACE}-edit", f"{RELEASE}-{NAMESPACE}-view"}
     for role in aggregated:
         assert {(g, res.split("/")[0]) for g, res, _ in _expand(role["rules"])} == {("kadapt.dev", "adaptationjobs")}
     view = next(c for c in aggregated if c["metadata"]["name"].endswith("-view"))
@@ -256,3 +256,12 @@ def test_what_the_operator_calls_is_granted_in_every_mode() -> None:
 def test_namespaced_and_default_install_agree() -> None:
     assert operator_grants(render({}))[NAMESPACE] == operator_grants(
         render({"watch": {"namespaces": [NAMESPACE]}}))[NAMESPACE]
+
+
+def test_same_release_name_in_two_namespaces_shares_no_cluster_object() -> None:
+    def cluster_scoped(namespace: str) -> set[tuple[str, str]]:
+        r = render({"watch": {"namespaces": [namespace]}}, namespace=namespace)
+        return {(o["kind"], o["metadata"]["name"]) for o in r.objects if "namespace" not in o["metadata"]}
+
+    team_a, team_b = cluster_scoped("team-a"), cluster_scoped("team-b")
+    assert team_a and team_b and not team_a & team_b

@@ -17,6 +17,12 @@
 {{- end }}
 {{- end }}
 
+{{/* Name of cluster-scoped objects: with the release namespace, so that releases of the same
+name in different namespaces (one operator per team namespace) do not collide. */}}
+{{- define "kadapt.clusterName" -}}
+{{- printf "%s-%s" (include "kadapt.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kadapt.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
