@@ -70,6 +70,9 @@ def _values(health: int, metrics: int, **extra: Any) -> dict[str, Any]:
             "config": {"trainerImage": TRAINER, "pollIntervalSeconds": 1}, **extra}
 
 
+WATCH_MODES = {"namespaced": {"namespaces": list(NAMESPACES)}, "all-namespaces": {"allNamespaces": True}}
+
+
 @contextlib.contextmanager
 def run_deployment(r: Rendered, cluster: Cluster, tmp: Path, pod_name: str) -> Iterator[subprocess.Popen[str]]:
     """Start the rendered operator container as a local process."""
@@ -131,9 +134,10 @@ def test_the_chart_entrypoint_exists() -> None:
         f"kadapt_operator/cli.py _register_layers():\n{proc.stderr[-1000:]}")
 
 
-def test_chart_deployment_runs_the_operator_within_its_rbac(tmp_path: Path) -> None:
+@pytest.mark.parametrize("watch", WATCH_MODES.values(), ids=WATCH_MODES.keys())
+def test_chart_deployment_runs_the_operator_within_its_rbac(tmp_path: Path, watch: dict[str, Any]) -> None:
     health, metrics = _free_port(), _free_port()
-    r = render(_values(health, metrics))
+    r = render(_values(health, metrics, watch=watch))
     with Cluster(namespaces=NAMESPACES) as cluster, run_deployment(r, cluster, tmp_path, "kadapt-0") as proc:
         _wait(lambda: _get(f"http://127.0.0.1:{health}/healthz")[0] == 200, 90, "the liveness probe", proc)
         cluster.create(AJOBS, job_manifest("e2e-chart", "team-b"))
