@@ -194,11 +194,20 @@ class CostLedger:
 
 @dataclass(frozen=True)
 class Accrual:
-    """Result of one sample: the new ledger, what this sample added, and pods no longer listed."""
+    """Result of one sample: the new ledger, what it added, what it gave back, pods gone.
+
+    ``added_gpu_seconds`` (>= 0) is newly counted time: add it to the fleet counters.
+    ``corrected_gpu_seconds`` (<= 0) gives back time counted past a pod's reported end (the
+    operator sampled a running pod after its container had in fact ended; container times are
+    reported to the second). The ledger includes both, so a finished pod counts exactly
+    ``(finishedAt - startedAt) x GPUs``; counters only ever increase and may keep that excess
+    (under a second per pod).
+    """
 
     ledger: CostLedger
     added_gpu_seconds: float
     dropped: tuple[str, ...] = ()
+    corrected_gpu_seconds: float = 0.0
 
     def status_patch(self) -> dict[str, Any]:
         """``status.cost`` merge-patch fragment: new totals, and None for marks to delete."""
@@ -216,6 +225,8 @@ def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Ac
     For each pod the counted window is ``[max(started_at, mark), min(finished_at or now, now)]``.
     Calling it again with the same pods and ``now`` adds nothing; calling it after a gap (missed
     polls, an operator restart with the ledger read back from status) adds exactly the gap.
+    When a finished pod turns out to have been counted past its reported end, the excess is
+    given back, so a pod seen once after it ends counts exactly its reported running time.
     Marks of pods no longer listed are dropped (pod keys are never reused), which keeps the
     ledger as small as the live gang.
 
@@ -227,15 +238,22 @@ def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Ac
     now = _utc(now)
     marks: dict[str, datetime] = dict(ledger.accounted_until)
     added = 0.0
+    corrected = 0.0
     seen: set[str] = set()
     for pod in pods:
         seen.add(pod.key)
         if pod.started_at is None:
             continue
         start = _utc(pod.started_at)
+        mark = marks.get(pod.key)
+        if pod.finished_at is not None and mark is not None:
+            finished = max(_utc(pod.finished_at), start)
+            if finished < mark:
+                corrected -= (mark - finished).total_seconds() * pod.gpus
+                marks[pod.key] = finished
+                continue
         end = _utc(pod.finished_at) if pod.finished_at is not None else now
         end = min(end, now)
-        mark = marks.get(pod.key)
         begin = max(start, mark) if mark is not None else start
         if end > begin:
             added += (end - begin).total_seconds() * pod.gpus
@@ -246,9 +264,10 @@ def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Ac
     for key in dropped:
         del marks[key]
     return Accrual(
-        ledger=CostLedger(gpu_seconds=ledger.gpu_seconds + added, accounted_until=marks),
+        ledger=CostLedger(gpu_seconds=max(ledger.gpu_seconds + added + corrected, 0.0), accounted_until=marks),
         added_gpu_seconds=added,
         dropped=dropped,
+        corrected_gpu_seconds=corrected,
     )
 
 

@@ -415,3 +415,18 @@ def test_crd_keeps_the_ledger_in_status() -> None:
         )
     for name in ("gpuSeconds", "costSoFar", "projectedCost", "pricePerGPUHour", "currency", "gpuType"):
         assert name in props, name
+
+
+def test_time_counted_past_a_reported_end_is_given_back() -> None:
+    """Sampled running at 52.6 s, then reported ended at 52 s (container times are whole seconds)."""
+    job = StoredJob()
+    job.poll([PodInterval("p", 2, at(0), None)], at(52.6))
+    assert job.gpu_seconds == pytest.approx(105.2)
+    status = json.loads(job.text)
+    result = accrue(CostLedger.from_status(status["cost"]), [PodInterval("p", 2, at(0), at(52))], at(53))
+    assert result.added_gpu_seconds == 0.0
+    assert result.corrected_gpu_seconds == pytest.approx(-1.2)
+    assert result.ledger.gpu_seconds == 104.0
+    job.text = json.dumps(merge_patch(status, {"cost": result.status_patch()}))
+    assert job.poll([PodInterval("p", 2, at(0), at(52))], at(60)) == 0.0
+    assert job.gpu_seconds == 104.0
