@@ -36,7 +36,6 @@ BATCH = "batch"
 APIEXTENSIONS = "apiextensions.k8s.io"
 KOPF_GROUP = "kopf.dev"
 
-READ = ("get", "list", "watch")
 WATCH = ("list", "watch")
 
 
@@ -53,6 +52,14 @@ class When(StrEnum):
     ALWAYS = "always"
     PEERING_NAMESPACED = "peering-namespaced"  # --peering with --namespace
     PEERING_CLUSTER = "peering-cluster"  # --peering with --all-namespaces
+
+
+class Origin(StrEnum):
+    """Who needs a rule: kadapt's own code (handlers, client calls), kopf's machinery, or admission."""
+
+    CODE = "code"  # a test reads the operator's code and finds exactly these
+    KOPF = "kopf"  # kopf's CRD observer and peering, whatever the handlers are
+    ADMISSION = "admission"  # checked by an admission plugin, never requested
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class Rule:
     scope: Scope
     reason: str
     when: When = When.ALWAYS
+    origin: Origin = Origin.CODE
 
     def pairs(self) -> set[tuple[str, str, str]]:
         """The (apiGroup, resource, verb) triples this rule grants."""
@@ -88,35 +96,39 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    # --- kopf itself --------------------------------------------------------------------------
+    # --- kopf's machinery -------------------------------------------------------------------------
     Rule(APIEXTENSIONS, "customresourcedefinitions", WATCH, Scope.CLUSTER,
-         "kopf lists and watches CRDs to notice its resources being installed or upgraded"),
+         "kopf lists and watches CRDs to notice its resources being installed or upgraded",
+         origin=Origin.KOPF),
     Rule(KOPF_GROUP, "kopfpeerings", ("list", "watch", "patch"), Scope.NAMESPACED,
          "kopf peering between replicas (--peering, namespaced): keep-alives and leader choice",
-         When.PEERING_NAMESPACED),
+         When.PEERING_NAMESPACED, Origin.KOPF),
     Rule(KOPF_GROUP, "clusterkopfpeerings", ("list", "watch", "patch"), Scope.CLUSTER,
          "kopf peering between replicas (--peering, all namespaces): keep-alives and leader choice",
-         When.PEERING_CLUSTER),
-    Rule(CORE, "events", ("create", "patch"), Scope.NAMESPACED,
-         "kopf and the operator post Events on AdaptationJobs (kubectl describe aj)"),
+         When.PEERING_CLUSTER, Origin.KOPF),
     # --- the AdaptationJob itself ---------------------------------------------------------------
     Rule(API_GROUP, PLURAL, ("get", "list", "watch", "patch", "delete"), Scope.NAMESPACED,
-         "watch jobs; kopf patches finalizers and its progress annotations; "
-         "delete finished jobs past spec.runPolicy.ttlSecondsAfterFinished"),
-    Rule(API_GROUP, f"{PLURAL}/status", ("get", "patch"), Scope.NAMESPACED,
+         "handlers watch jobs (kopf patches its finalizer and progress annotations); re-read before "
+         "a status write; delete finished jobs past spec.runPolicy.ttlSecondsAfterFinished"),
+    Rule(API_GROUP, f"{PLURAL}/status", ("patch",), Scope.NAMESPACED,
          "write status: phase, conditions, progress, cost"),
     Rule(API_GROUP, f"{PLURAL}/finalizers", ("update",), Scope.NAMESPACED,
          "children set ownerReferences with blockOwnerDeletion, which the "
-         "OwnerReferencesPermissionEnforcement admission plugin allows only with this grant"),
+         "OwnerReferencesPermissionEnforcement admission plugin allows only with this grant",
+         origin=Origin.ADMISSION),
+    Rule(CORE, "events", ("create",), Scope.NAMESPACED,
+         "Events on AdaptationJobs, one per transition (kubectl describe aj)"),
     # --- children -------------------------------------------------------------------------------
-    Rule(CORE, "configmaps", (*READ, "create", "patch", "delete"), Scope.NAMESPACED,
-         "the resolved trainer config of each job"),
-    Rule(CORE, "services", (*READ, "create", "patch", "delete"), Scope.NAMESPACED,
-         "the headless Service for rendezvous and metrics of each job"),
-    Rule(BATCH, "jobs", (*READ, "create", "patch", "delete"), Scope.NAMESPACED,
-         "the Indexed Job that runs the training gang; delete restarts the gang"),
-    Rule(CORE, "pods", READ, Scope.NAMESPACED,
-         "find rank 0 for /progress, count running GPU seconds, see failures and disruptions"),
+    Rule(CORE, "configmaps", ("get", "create", "patch"), Scope.NAMESPACED,
+         "the resolved trainer config of each job: create, or adopt and align an existing one "
+         "(deleted with the job by the garbage collector, through its ownerReference)"),
+    Rule(CORE, "services", ("get", "create", "patch"), Scope.NAMESPACED,
+         "the headless Service for rendezvous and metrics of each job: create, or adopt an existing one"),
+    Rule(BATCH, "jobs", ("get", "list", "watch", "create", "patch", "delete"), Scope.NAMESPACED,
+         "the Indexed Job that runs the training gang: watch its state, suspend/resume it, "
+         "delete it to restart the gang"),
+    Rule(CORE, "pods", WATCH, Scope.NAMESPACED,
+         "watch the gang's pods: rank 0's address for /progress, running GPU seconds, failures, disruptions"),
 )
 
 #: Requests kopf makes but handles a 403 for by design; deliberately not granted.
