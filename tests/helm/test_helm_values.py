@@ -109,3 +109,9 @@ def test_readme_values_table_lists_every_value() -> None:
     leaves = set(_leaf_keys(yaml.safe_load((CHART_DIR / "values.yaml").read_text())))
     assert leaves - documented == set(), "values missing from the README table"
     assert documented - leaves == set(), "README documents values the chart does not have"
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    for key, default in re.findall(r"^\| `([^`]+)` \| `(.*?)` \|", readme, re.M):
+        node = values
+        for part in key.split("."):
+            node = node[part]
+        assert json.loads(default.replace("\\|", "|")) == node, f"README default of {key} is stale"
