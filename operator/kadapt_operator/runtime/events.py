@@ -52,7 +52,8 @@ def post(body: Mapping[str, Any], reason: str, message: str) -> None:
             cast(kopf.Body, ref), type=event_type(reason), reason=str(reason), message=message[:1024] or str(reason)
         )
     except LookupError:  # outside kopf's context (no Event queue): the status still says it
-        log.warning("event %s on %s not posted: no event queue in this context", reason, ref["metadata"].get("name"))
+        name = (body.get("metadata") or {}).get("name")
+        log.warning("event %s on %s not posted: no event queue in this context", reason, name)
 
 
 #: False conditions worth an Event: the way back to normal.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ JOB_INDEX = "kadapt_batch_jobs"
 POD_INDEX = "kadapt_pods"
 #: How many jobs one tick works on at once (each may poll a trainer).
 TICK_CONCURRENCY = 16
+#: Parsed specs kept (one per live job generation is enough).
+PARSE_CACHE_SIZE = 4096
 
 Key = tuple[str, str]
 DEFAULT_NAMESPACE = "default"
@@ -123,6 +126,8 @@ class Runtime:
     #: The last object this process wrote per job: newer than the index until the watch catches up.
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     ticker: asyncio.Task[None] | None = None
+    #: Validated specs by (uid, generation): a pure function's results, so ticks stay cheap.
+    parsed: OrderedDict[tuple[str, int], AdaptationJob | SpecInvalid] = field(default_factory=OrderedDict)
 
     # -- plumbing ----------------------------------------------------------------
     def api(self) -> KubeClient:
@@ -187,6 +192,29 @@ class Runtime:
         self.written[key] = result
         return result
 
+    def parse(self, body: Mapping[str, Any]) -> AdaptationJob:
+        """Validate the spec and check that it renders, once per (uid, generation).
+
+        Raises:
+            SpecInvalid: naming every field that is wrong.
+        """
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        cached = self.parsed.get(key)
+        if cached is None:
+            try:
+                job = validate_object(_spec_object(body))
+                render(job, self.settings)
+                cached = job
+            except SpecInvalid as exc:
+                cached = exc
+            self.parsed[key] = cached
+            while len(self.parsed) > PARSE_CACHE_SIZE:
+                self.parsed.popitem(last=False)
+        if isinstance(cached, SpecInvalid):
+            raise cached
+        return cached
+
     # -- the one reconcile -------------------------------------------------------------------
     async def converge(self, key: Key, trigger: Trigger) -> None:
         """Bring one AdaptationJob's children and status in line with its spec and its pods."""
@@ -203,8 +231,7 @@ class Runtime:
         status: dict[str, Any] = dict(body.get("status") or {})
         generation = meta.get("generation")
         try:
-            job = validate_object(_spec_object(body))
-            rendered = render(job, self.settings)
+            job = self.parse(body)
         except SpecInvalid as exc:
             await self._fail_invalid(key, body, exc, now)
             return
@@ -286,7 +313,6 @@ class Runtime:
             )
             await self.write(key, body, new)
             raise kopf.TemporaryError(str(exc), delay=60) from None
-        del rendered
         if batch is not None:
             if created_now or not st.is_true(status, st.CREATED):
                 updates.append(

@@ -68,10 +68,8 @@ def configure(settings: kopf.OperatorSettings, options: RuntimeOptions) -> None:
         settings.peering.name = options.peering_name
         settings.peering.mandatory = True
     if options.fast:
-        settings.watching.connect_timeout = 5
         settings.watching.reconnect_backoff = 0.1
-        settings.networking.request_timeout = 30
-        settings.networking.connect_timeout = 5
+        settings.networking.request_timeout = 120
         settings.networking.error_backoffs = [0.1, 0.2, 0.5]
         settings.persistence.consistency_timeout = 1.0
         settings.queueing.idle_timeout = 1.0
