@@ -138,6 +138,12 @@ def status(cluster: Cluster) -> dict[str, Any]:
     return dict((cluster.get(AJOBS, NAMESPACE, JOB) or {}).get("status") or {})
 
 
+def in_phase(cluster: Cluster, phase: str) -> dict[str, Any] | None:
+    """The job's status once it is in ``phase``, else None."""
+    st = status(cluster)
+    return st if st.get("phase") == phase else None
+
+
 def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions") or [] if c.get("type") == kind), {})
 
@@ -182,8 +188,8 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
                 assert "stopped by signal; checkpoint saved" in first.log.read_text()
                 wait_for("the stopped pod accounted", lambda: gpu_seconds(cluster) == first.seconds, timeout=30)
                 kubelet.delete_pod()
-                st = wait_for("phase Suspended", lambda: status(cluster) if status(cluster).get("phase") == "Suspended"
-                              else None, timeout=30)
+                st = wait_for("phase Suspended", lambda: in_phase(cluster, "Suspended"), timeout=30)
+                assert st is not None
                 budget = condition(st, "BudgetExceeded")
                 assert budget.get("status") == "True", st["conditions"]
                 assert budget["reason"] == "MaxCostReached" and "spec.budget.maxCost" in budget["message"]
@@ -221,8 +227,8 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
                     "succeeded": 1, "active": 0,
                     "conditions": [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}],
                 })
-                final = wait_for("phase Succeeded", lambda: status(cluster) if status(cluster).get("phase")
-                                 == "Succeeded" else None, timeout=30)
+                final = wait_for("phase Succeeded", lambda: in_phase(cluster, "Succeeded"), timeout=30)
+                assert final is not None
                 assert condition(final, "BudgetExceeded").get("status") == "False"
                 # A budget suspension is neither a worker failure nor a disruption. This needs the
                 # pod to exit 143 (torchrun itself exits 1 on SIGTERM even when the trainer exited
