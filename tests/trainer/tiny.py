@@ -8,8 +8,26 @@ from pathlib import Path
 from typing import Any
 
 WORDS = [
-    "the", "a", "cat", "dog", "runs", "sits", "on", "under", "mat", "table", "red", "blue",
-    "green", "big", "small", "quickly", "slowly", "house", "tree", "river",
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "runs",
+    "sits",
+    "on",
+    "under",
+    "mat",
+    "table",
+    "red",
+    "blue",
+    "green",
+    "big",
+    "small",
+    "quickly",
+    "slowly",
+    "house",
+    "tree",
+    "river",
 ]
 KEYWORDS = ["alpha", "beta", "gamma"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[EOS]"]
@@ -57,24 +75,42 @@ def make_model(folder: Path, arch: str, layers: int = 2) -> Path:
     if arch == "bert":
         model = BertModel(
             BertConfig(
-                vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                vocab_size=vocab,
+                hidden_size=32,
+                num_hidden_layers=layers,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                pad_token_id=tok.pad_token_id,
                 initializer_range=0.3,  # a random backbone whose CLS features still vary with the input
             )
         )
     elif arch == "gpt2":
         model = GPT2LMHeadModel(
             GPT2Config(
-                vocab_size=vocab, n_embd=32, n_layer=layers, n_head=2, n_positions=64,
-                pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                vocab_size=vocab,
+                n_embd=32,
+                n_layer=layers,
+                n_head=2,
+                n_positions=64,
+                pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.eos_token_id,
+                eos_token_id=tok.eos_token_id,
             )
         )
     else:
         model = LlamaForCausalLM(
             LlamaConfig(
-                vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+                vocab_size=vocab,
+                hidden_size=32,
+                num_hidden_layers=layers,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                bos_token_id=tok.eos_token_id,
             )
         )
     model.save_pretrained(str(folder))

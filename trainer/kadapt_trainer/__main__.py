@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from kadapt_trainer.recipe import Stopped, load_config, run
 
     stop = StopSignal().install()
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
         cfg = load_config(args.config)
         report = run(cfg, stop=stop)
@@ -41,13 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kadapt-trainer: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except Stopped as exc:
-        print(f"kadapt-trainer: stopped at step {exc.report.step}: {exc.report.message}", flush=True)
+        if main_rank:
+            print(f"kadapt-trainer: stopped at step {exc.report.step}: {exc.report.message}", flush=True)
         return EXIT_STOPPED
-    print(
-        f"kadapt-trainer: done: {report.step} steps, strategy {report.strategy}, "
-        f"metrics {report.eval_metrics}, output {report.output_uri}",
-        flush=True,
-    )
+    finally:
+        stop.restore()
+    if main_rank:
+        print(
+            f"kadapt-trainer: done: {report.step} steps, strategy {report.strategy}, "
+            f"metrics {report.eval_metrics}, output {report.output_uri}",
+            flush=True,
+        )
     return 0
 
 

@@ -45,6 +45,7 @@ class TrainState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    best_eval_metrics: dict[str, float] = field(default_factory=dict)
     early_stopped: bool = False
     saved_at: float = 0.0
 

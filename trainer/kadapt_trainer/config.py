@@ -132,9 +132,7 @@ class DatasetSpec(SpecModel):
     """The team's own data."""
 
     uri: UriStr = Field(description="A jsonl/csv/parquet file or a saved HF dataset directory.")
-    format: DatasetFormat | None = Field(
-        default=None, description="Inferred from the file extension when omitted."
-    )
+    format: DatasetFormat | None = Field(default=None, description="Inferred from the file extension when omitted.")
     text_field: str = Field(default="text", min_length=1, description="Column holding the input text.")
     label_field: str = Field(
         default="label", min_length=1, description="Column holding the class (classification only)."
@@ -202,13 +200,11 @@ class StrategySpec(SpecModel):
             self.partial is None or (self.partial.trainable_layers is None and not self.partial.modules)
         ):
             raise ValueError(
-                "strategy partial needs partial.trainableLayers or partial.modules, "
-                "e.g. partial: {trainableLayers: 2}"
+                "strategy partial needs partial.trainableLayers or partial.modules, e.g. partial: {trainableLayers: 2}"
             )
         if self.lora is not None and t not in (StrategyType.LORA, StrategyType.AUTO):
             raise ValueError(
-                f"strategy.lora is only allowed with type lora or auto (type is {t}); "
-                "remove it or set type: lora"
+                f"strategy.lora is only allowed with type lora or auto (type is {t}); remove it or set type: lora"
             )
         if self.partial is not None and t not in (StrategyType.PARTIAL, StrategyType.AUTO):
             raise ValueError(

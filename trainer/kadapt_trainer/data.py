@@ -121,16 +121,20 @@ def _records(columns: dict[str, list[Any]], spec: DatasetSpec, task: Task, path:
     if task == Task.SEQUENCE_CLASSIFICATION:
         if spec.label_field not in columns:
             raise BadInputError(
-                f"dataset.labelField {spec.label_field!r} is not a column of {path}; "
-                f"available columns: {available}"
+                f"dataset.labelField {spec.label_field!r} is not a column of {path}; available columns: {available}"
             )
         labels = list(columns[spec.label_field])
-        keep = [i for i, lab in enumerate(labels) if lab is not None and not (isinstance(lab, float) and math.isnan(lab))]
+        keep = [i for i, lab in enumerate(labels) if not _missing(lab)]
         texts = [texts[i] for i in keep]
         labels = [labels[i] for i in keep]
     if not texts:
         raise BadInputError(f"{field_name}: {path} has no usable rows; add examples or point to the right file")
     return Records(texts=texts, labels=labels)
+
+
+def _missing(value: Any) -> bool:
+    """None and NaN (pandas' empty cell) are missing labels."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _label_key(value: Any) -> tuple[int, Any]:

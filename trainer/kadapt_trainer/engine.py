@@ -81,7 +81,7 @@ def param_groups(
 
 def warmup_linear(total_steps: int, warmup_ratio: float) -> Any:
     """Linear warmup, then linear decay to zero (the usual fine-tuning schedule)."""
-    warmup = int(math.ceil(total_steps * warmup_ratio))
+    warmup = math.ceil(total_steps * warmup_ratio)
 
     def factor(step: int) -> float:
         if warmup and step < warmup:

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from kadapt_trainer import dist
-from kadapt_trainer.data import Encoded, collate
 from kadapt_trainer.config import Task
+from kadapt_trainer.data import Encoded, collate
 
 #: Examples per forward pass while extracting features (no gradients, so larger than training).
 EXTRACT_BATCH = 32

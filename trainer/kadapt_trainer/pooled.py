@@ -48,7 +48,7 @@ class PooledSequenceClassifier(PreTrainedModel):
         self.backbone = backbone if backbone is not None else AutoModel.from_config(config)
         if getattr(self.backbone, "pooler", None) is not None:
             self.backbone.pooler = None  # the CLS pooler is not how this backbone was trained
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, int(config.num_labels or 2))
         self.post_init()
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

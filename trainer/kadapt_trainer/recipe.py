@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -202,7 +203,7 @@ class CachedHeadBackend:
         self.info = info
         self.model = model.to(device)
         self.tokenizer = tokenizer
-        head_name, head = find_head(model, cfg.task)
+        _, head = find_head(model, cfg.task)
         self.train_features = extract_features(model, head, train, pad_id, info, device)
         assert train.labels is not None
         self.val_features: torch.Tensor | None = None
@@ -238,7 +239,7 @@ class CachedHeadBackend:
         dist.barrier()
 
 
-def _save_model(model: nn.Module, out: Path, cfg: TrainerConfig, tokenizer: Any, merge_in_place: bool) -> None:
+def _save_model(model: Any, out: Path, cfg: TrainerConfig, tokenizer: Any, merge_in_place: bool) -> None:
     """HF format (adapter for LoRA, optionally merged), tokenizer, pooled-model code."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
@@ -276,8 +277,19 @@ def _use_feature_cache(cfg: TrainerConfig, spec: StrategySpec) -> bool:
     return spec.type == StrategyType.HEAD_ONLY and cfg.task == Task.SEQUENCE_CLASSIFICATION
 
 
-def run(cfg: TrainerConfig, stop: StopSignal | None = None, serve: bool = True) -> ProgressReport:
+#: Called on every rank after each optimizer step with (step, loss averaged over ranks).
+StepCallback = Callable[[int, float], None]
+
+
+def run(
+    cfg: TrainerConfig,
+    stop: StopSignal | None = None,
+    serve: bool = True,
+    on_step: StepCallback | None = None,
+) -> ProgressReport:
     """Train one job to completion (or to a stop signal) and return the final report.
+
+    ``on_step`` lets tests and benchmarks watch the loss without scraping ``/progress``.
 
     Raises:
         BadInputError: before any training, for config, data or model problems.
@@ -293,7 +305,7 @@ def run(cfg: TrainerConfig, stop: StopSignal | None = None, serve: bool = True) 
         telemetry.serve(progress_port(cfg.progress_port))
     stop = stop or StopSignal()
     try:
-        return _run(cfg, info, out_dir, ckpt_root, telemetry, stop, started)
+        return _run(cfg, info, out_dir, ckpt_root, telemetry, stop, started, on_step)
     except Stopped:
         raise
     except BaseException as exc:
@@ -311,6 +323,7 @@ def _run(
     telemetry: Telemetry,
     stop: StopSignal,
     started: float,
+    on_step: StepCallback | None,
 ) -> ProgressReport:
     # --- setup: everything that can be wrong with the input fails here, before training
     data = load_text_data(cfg)
@@ -405,6 +418,8 @@ def _run(
         step_times.append(elapsed)
         recent = step_times[-20:]
         avg = sum(recent) / len(recent)
+        if on_step is not None:
+            on_step(state.global_step, mean_loss)
         m.steps.inc()
         m.train_loss.set(mean_loss)
         m.step_duration.observe(elapsed)
@@ -433,6 +448,7 @@ def _run(
                 if improved(es_metric, value, state.best_metric):
                     state.best_metric = value
                     state.best_step = state.global_step
+                    state.best_eval_metrics = dict(metrics)
                     state.evals_without_improvement = 0
                 else:
                     state.evals_without_improvement += 1
@@ -442,9 +458,7 @@ def _run(
             checkpoint()
             saved = True
         every = cfg.checkpoint.every_steps
-        if not saved and (
-            (every and state.global_step % every == 0) or due_votes > 0 or (stop_votes > 0)
-        ):
+        if not saved and ((every and state.global_step % every == 0) or due_votes > 0 or (stop_votes > 0)):
             checkpoint()
             saved = True
         if stop_votes > 0:
@@ -453,17 +467,19 @@ def _run(
 
     # --- save the best model
     telemetry.update(state="saving")
+    final_metrics = dict(state.eval_metrics)
     if state.best_step is not None and state.best_step != state.global_step:
         best = ckpt_root / tag_for(state.best_step)
         if best.exists():
             backend.load(best, weights_only=True)
+            final_metrics = dict(state.best_eval_metrics)
+            if info.is_main:
+                print(f"kadapt: keeping the best model, from step {state.best_step}", flush=True)
     backend.save_output(out_dir)
     final = telemetry.snapshot()
     final.state = "succeeded"
     final.step = state.global_step
-    final.eval_metrics = dict(state.eval_metrics)
-    if state.best_metric is not None:
-        final.eval_metrics[f"best_{es_metric}"] = state.best_metric
+    final.eval_metrics = final_metrics
     final.wall_seconds = time.monotonic() - started
     final.eta_seconds = 0.0
     final.message = "early stopped" if state.early_stopped else None

@@ -7,6 +7,7 @@ running the trainer. ``auto`` is resolved here too, by the rules in :func:`resol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -70,7 +71,7 @@ def _numel(p: nn.Parameter) -> int:
     return int(getattr(p, "ds_numel", p.numel()))
 
 
-def base_of(model: nn.Module) -> nn.Module:
+def base_of(model: nn.Module) -> Any:
     """The transformers model under a PEFT wrapper."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
@@ -245,9 +246,7 @@ def apply_strategy(
     return model, AppliedStrategy(strategy, reason, trainable, total, head_names, names)
 
 
-def _apply_lora(
-    model: nn.Module, spec: LoraSpec, task: Task, reason: str | None
-) -> tuple[nn.Module, AppliedStrategy]:
+def _apply_lora(model: nn.Module, spec: LoraSpec, task: Task, reason: str | None) -> tuple[nn.Module, AppliedStrategy]:
     """Wrap in PEFT LoRA; a new classification head trains beside the adapters."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -262,7 +261,7 @@ def _apply_lora(
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS if task == Task.SEQUENCE_CLASSIFICATION else TaskType.CAUSAL_LM,
         r=spec.rank,
-        lora_alpha=spec.alpha,
+        lora_alpha=spec.alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
         lora_dropout=spec.dropout,
         target_modules=targets,
         modules_to_save=modules_to_save,

@@ -115,7 +115,7 @@ class Telemetry:
         telemetry = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/progress":
                     body = telemetry.snapshot().model_dump_json().encode()
@@ -136,7 +136,7 @@ class Telemetry:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base)
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         try:
