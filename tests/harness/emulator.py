@@ -222,7 +222,21 @@ class Emulator(kmock.KubernetesEmulator, _LinearDispatch):
             return raw
         return None
 
+    #: First time (monotonic) each (plural[/subresource], namespace, name) was created or patched.
+    timeline: dict[tuple[str, str | None, str], float] = attrs.field(factory=dict, init=False)
+
+    def _mark(self, request: rendering.Request, name: str | None) -> None:
+        res = request.resource
+        if res is None or not name:
+            return
+        what = f"{res.plural}/{request.subresource}" if request.subresource else str(res.plural)
+        self.timeline.setdefault((what, request.namespace, name), time.monotonic())
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.action == enums.action.CREATE and isinstance(request.data, dict):
+            self._mark(request, (request.data.get("metadata") or {}).get("name") or None)
+        elif request.action == enums.action.UPDATE:
+            self._mark(request, request.name)
         if request.resource is not None and isinstance(request.data, dict):
             data = request.data
             meta = data.setdefault("metadata", {})
