@@ -24,6 +24,7 @@ job starts only once the previous one has exited, so the port is free again.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -50,13 +51,18 @@ from tests.harness.emulator import (
     SERVICES,
     ApiError,
     Cluster,
-    _now,
     complete_job_status,
     running_status,
     terminated_status,
 )
 
 log = logging.getLogger("kadapt.test.kubelet")
+
+
+def _now() -> str:
+    """RFC 3339 in UTC, second precision, as Kubernetes writes times."""
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 #: Seconds between two looks at the emulator and the local processes.
 INTERVAL_SECONDS = 0.2
@@ -150,8 +156,11 @@ class LocalKubelet:
         }
         for uid, run in list(self.runs.items()):
             job = jobs.get(uid)
-            if job is None and run.stop_deadline is None:
-                self._begin_stop(run, delete_pods=True)  # deleted by the operator: garbage-collect
+            if job is None:
+                # Deleted by the operator (a gang restart): stop what runs, then garbage-collect the pods.
+                if run.stop_deadline is None:
+                    self._begin_stop(run, delete_pods=True)
+                run.delete_pods = True
             elif job is not None and job["spec"].get("suspend") and run.stop_deadline is None and not run.finished:
                 self._begin_stop(run, delete_pods=True)  # suspended: the Job controller deletes its pods
         for uid, job in jobs.items():
@@ -264,12 +273,12 @@ class LocalKubelet:
                     },
                 )
                 self._begin_stop(run, delete_pods=False)
-        if not run.failed and not run.finished and len(run.reported) == len(run.gang.pods):
-            if all(code == 0 for code in run.reported.values()):
-                run.finished = True
-                status = complete_job_status(len(run.gang.pods))
-                status["active"] = 0
-                self.cluster.set_status(JOBS, run.namespace, run.name, status)
+        all_ended = len(run.reported) == len(run.gang.pods)
+        if not run.failed and not run.finished and all_ended and all(c == 0 for c in run.reported.values()):
+            run.finished = True
+            status = complete_job_status(len(run.gang.pods))
+            status["active"] = 0
+            self.cluster.set_status(JOBS, run.namespace, run.name, status)
 
     def _begin_stop(self, run: _Run, *, delete_pods: bool) -> None:
         """SIGTERM every pod of the run now; SIGKILL what is left after the grace period."""

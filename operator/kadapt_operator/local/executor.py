@@ -119,12 +119,15 @@ class ExecOptions:
         extra_env: set in every pod last (wins over the rendered env), e.g. for tests.
         inherit_env: start from this process's environment, as a container starts from its image's.
         grace_seconds: SIGTERM-to-SIGKILL delay; None uses the pod's terminationGracePeriodSeconds.
+        rank0_progress_port: serve rank 0's ``/progress`` on this port instead of a free one (the
+            end-to-end harness: the operator polls ``podIP:settings.progress_port``).
     """
 
     run_dir: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
     inherit_env: bool = True
     grace_seconds: float | None = None
+    rank0_progress_port: int | None = None
 
     @property
     def pvc_root(self) -> Path:
@@ -356,7 +359,7 @@ def plan_pods(
     for index in range(workers):
         pod_dir = opts.run_dir / "pods" / f"{job_name}-{index}"
         pod_dir.mkdir(parents=True, exist_ok=True)
-        progress_port = free_port()
+        progress_port = opts.rank0_progress_port if index == 0 and opts.rank0_progress_port else free_port()
         ports = {**shared, **{p: progress_port for p in metrics_ports}}
         mounts = _mount_folders(pod_spec, container, config_maps, opts, pod_dir)
         rewriter = _Rewriter(mounts, hosts, ports)
