@@ -119,6 +119,34 @@ def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.5) -
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
 
 
+def check_dashboard_queries(prom: Prometheus, job: str) -> None:
+    """Run every query of the Grafana dashboard (variables filled in) against the real server."""
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "charts/kadapt/files/dashboard.json").read_text())
+    exprs: dict[str, str] = {}
+
+    def walk(node: Any, title: str) -> None:
+        if isinstance(node, dict):
+            title = node.get("title", title)
+            if isinstance(node.get("expr"), str):
+                exprs[f"{title}: {node['expr']}"] = node["expr"]
+            for value in node.values():
+                walk(value, title)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, title)
+
+    walk(dashboard["panels"], "")
+    variables = {"$namespace": ".*", "$job": job, "$__range": "10m"}
+    filled = dict(exprs)
+    for name, value in variables.items():
+        filled = {k: v.replace(name, value) for k, v in filled.items()}
+    results = {k: prom.query(v) for k, v in filled.items()}  # raises unless status == success
+    showing = {k.split(":", 1)[0] for k, r in results.items() if r}
+    for title in ("Jobs by phase", "Progress", "Training loss", "Throughput", "Cost by namespace (dashboard range)",
+                  "Cost per live job", "GPUs allocated"):
+        assert title in showing, f"dashboard panel {title!r} shows nothing; showing: {sorted(showing)}"
+
+
 @pytest.fixture
 def operator_metrics_port() -> Iterator[int]:
     """The operator's /metrics, served as ``kadapt operator`` serves it (the handlers' METRICS)."""
@@ -178,7 +206,8 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
             prometheus = prom = Prometheus(tmp_path / "prometheus", {
                 "kadapt-operator": {"targets": [f"127.0.0.1:{operator_metrics_port}"]},
                 "kadapt-trainer": {"targets": [f"127.0.0.1:{progress_port}"],
-                                   "labels": {"namespace": NAMESPACE, "pod": pod_name}},
+                                   # the target labels the chart's PodMonitor sets
+                                   "labels": {"namespace": NAMESPACE, "pod": pod_name, "job_name": JOB}},
             })
             wait_for("Prometheus to get ready", prom.ready, timeout=60)
 
@@ -230,6 +259,8 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
                 "projected cost", lambda: prom.query(f"kadapt_job_projected_cost{{{sel}}}"), timeout=60,
             )
             assert float(projected[0]["value"][1]) >= float(cost[0]["value"][1])
+            # every dashboard query is valid PromQL on real data; the main panels show this job
+            check_dashboard_queries(prom, JOB)
             # the status agrees with what Prometheus saw (same source)
             status = (cluster.get(AJOBS, NAMESPACE, JOB) or {}).get("status", {})
             assert status["cost"]["pricePerGPUHour"] == PRICE
