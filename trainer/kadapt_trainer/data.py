@@ -77,6 +77,8 @@ def _read_table(path: Path, fmt: DatasetFormat, field_name: str, split: str | No
     """Columns of one file or saved dataset split, as plain lists."""
     if not path.exists():
         raise BadInputError(f"{field_name}: {path} does not exist; check the path and the volume it is on")
+    if path.is_file() and path.stat().st_size == 0:
+        raise BadInputError(f"{field_name}: {path} is empty (no rows); add examples or point to the right file")
     try:
         if fmt == DatasetFormat.HF_DISK:
             import datasets

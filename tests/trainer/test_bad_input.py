@@ -1,0 +1,120 @@
+"""Bad input fails fast: one line naming the field and the fix, exit 2, before any training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kadapt_trainer.__main__ import main
+from kadapt_trainer.config import EXIT_BAD_INPUT
+from tests.trainer import tiny
+from tests.trainer.conftest import ROOT, trainer_env
+
+
+def _config(tmp: Path, model: Path, data: Path, **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "model": {"uri": str(model)},
+        "dataset": {"uri": str(data)},
+        "strategy": {"type": "full"},
+        "output": {"uri": str(tmp / "out")},
+    }
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    path = tmp / "trainer.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture()
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() sets launcher variables; keep them out of the test process."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setenv("KADAPT_PROGRESS_PORT", "0")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+CASES = {
+    "missing-data-file": (lambda t, m: _config(t, m, t / "nope.jsonl"), ["dataset.uri", "does not exist"]),
+    "wrong-text-field": (
+        lambda t, m: _config(t, m, tiny.write_jsonl(t / "d.jsonl", [{"sentence": "a", "label": 1}] * 4)),
+        ["dataset.textField 'text'", "available columns: label, sentence"],
+    ),
+    "wrong-label-field": (
+        lambda t, m: _config(t, m, _write(t / "d.csv", "text,category\na,x\nb,y\n")),
+        ["dataset.labelField 'label'", "available columns: category, text"],
+    ),
+    "one-class": (
+        lambda t, m: _config(t, m, tiny.write_jsonl(t / "d.jsonl", [{"text": "a b", "label": "x"}] * 10)),
+        ["dataset.labelField 'label' has only one class ('x')"],
+    ),
+    "empty-dataset": (lambda t, m: _config(t, m, _write(t / "d.jsonl", "")), ["dataset.uri", "no rows"]),
+    "header-only-csv": (lambda t, m: _config(t, m, _write(t / "d.csv", "text,label\n")), ["no rows"]),
+    "model-not-a-model": (
+        lambda t, m: _config(
+            t, (t / "empty-model").resolve(), tiny.write_jsonl(t / "d.jsonl", tiny.classification_rows(9))
+        ),
+        ["model.uri", "not a Hugging Face model folder"],
+    ),
+    "model-missing": (
+        lambda t, m: _config(t, t / "no-model", tiny.write_jsonl(t / "d.jsonl", tiny.classification_rows(9))),
+        ["model.uri", "does not exist"],
+    ),
+    "hf-offline": (
+        lambda t, m: _config(t, m, tiny.write_jsonl(t / "d.jsonl", tiny.classification_rows(9))),
+        ["model.uri hf://org/model", "offline"],
+    ),
+    "too-many-layers": (
+        lambda t, m: _config(t, m, tiny.write_jsonl(t / "d.jsonl", tiny.classification_rows(9))),
+        ["strategy.partial.trainableLayers is 7", "2 blocks"],
+    ),
+    "invalid-config": (lambda t, m: _write(t / "trainer.json", json.dumps({"model": {"uri": "x"}})), ["dataset"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_one_line_exit_2(
+    case: str, tmp_path: Path, tiny_models: dict[str, Path], isolated_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, expected = CASES[case]
+    (tmp_path / "empty-model").mkdir()
+    config = make(tmp_path, tiny_models["bert"])
+    if case == "hf-offline":
+        raw = json.loads(config.read_text())
+        raw["model"]["uri"] = "hf://org/model"
+        config.write_text(json.dumps(raw))
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if case == "too-many-layers":
+        raw = json.loads(config.read_text())
+        raw["strategy"] = {"type": "partial", "partial": {"trainableLayers": 7}}
+        config.write_text(json.dumps(raw))
+    assert main(["--config", str(config)]) == EXIT_BAD_INPUT
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kadapt-trainer:")]
+    assert len(err) == 1, err
+    assert err[0].startswith("kadapt-trainer: error: ")
+    for fragment in expected:
+        assert fragment in err[0]
+    assert not (tmp_path / "out" / "checkpoints").exists(), "no training may start on bad input"
+
+
+def test_entry_point_exit_code_and_single_stderr_line(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    config = _config(tmp_path, tiny_models["bert"], tiny.write_jsonl(tmp_path / "d.jsonl", [{"txt": "a"}]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kadapt_trainer", "--config", str(config)],
+        cwd=ROOT, env=trainer_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_BAD_INPUT
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"kadapt-trainer: error: dataset.textField 'text' is not a column of {tmp_path / 'd.jsonl'}; "
+        "available columns: txt"
+    ]
