@@ -272,6 +272,21 @@ class Emulator(kmock.KubernetesEmulator, _LinearDispatch):
         assert res is not None
         return f"{res.group}/{res.version}/{res.plural}" if res.group else f"{res.version}/{res.plural}"
 
+    def _KubernetesEmulator__get_objs(  # overrides KMock's name-mangled private method
+        self, request: rendering.Request, strict: bool
+    ) -> list[Any]:
+        """Objects a request addresses: one dict lookup for a named object (KMock scans them all)."""
+        if request.name is not None and (strict or request.namespace is not None):
+            key = (request.resource, request.namespace, request.name)
+            return [self.objects[key]] if key in self.objects else []
+        return [
+            obj
+            for (resource, namespace, _name), obj in self.objects.items()
+            if resource == request.resource
+            and (request.namespace is None or namespace == request.namespace)
+            and (request.name is None or _name == request.name)
+        ]
+
     def store(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Put an object straight into the store (no HTTP, no watch event): as if it pre-existed."""
         meta = obj.setdefault("metadata", {})

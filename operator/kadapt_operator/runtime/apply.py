@@ -8,6 +8,7 @@ owned by something else is a conflict the user must resolve; it is never overwri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -101,5 +102,7 @@ async def apply(client: KubeClient, desired: dict[str, Any]) -> Applied:
 
 
 async def apply_all(client: KubeClient, objects: list[dict[str, Any]]) -> list[Applied]:
-    """Apply children in order (what the pods mount exists before the Job creates them)."""
-    return [await apply(client, obj) for obj in objects]
+    """Apply children: all but the last at once, then the last (the Job, whose pods need the others)."""
+    *first, last = objects
+    done = list(await asyncio.gather(*(apply(client, obj) for obj in first)))
+    return [*done, await apply(client, last)]

@@ -255,7 +255,7 @@ class Runtime:
         cost_status = dict(status.get("cost") or {})
         pod_dicts = self.pods(key)
         intervals = [p for p in (costing.pod_interval(d) for d in pod_dicts) if p is not None]
-        if trigger == Trigger.TICK:
+        if trigger == Trigger.TICK or not cost_status:  # the first write carries the price too
             cost_status = self._accrue(key, job, cost_status, intervals, now, price, status)
             new["cost"] = cost_status
         headroom = (
@@ -290,7 +290,7 @@ class Runtime:
         want_suspend = suspend_reason is not None
         created_now = False
         try:
-            if batch is None and restart_after is None and trigger == Trigger.SPEC and not handled:
+            if batch is None and restart_after is None and trigger == Trigger.SPEC:
                 applied = await apply_all(self.api(), render(job, self.settings, suspend=want_suspend).objects())
                 batch = applied[-1].obj
                 created_now = True
@@ -352,7 +352,7 @@ class Runtime:
             self.metrics.record_completion(key[0], key[1], RESULT_FAILED)
         elif obs.verdict in (st.Verdict.WORKER_FAILED, st.Verdict.DISRUPTED) and jview is not None:
             phase = await self._restart(key, job, status, jview, obs, intervals, now, price, new, updates)
-        elif batch is None and (restart_after is not None or handled):
+        elif batch is None and restart_after is not None:
             phase = st.RESTARTING
             updates = [u for u in updates if u.type != st.RUNNING]
             updates.append(st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.WORKER_FAILED, "waiting to restart the gang"))
@@ -579,6 +579,12 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         rt.http = aiohttp.ClientSession()
         rt.metrics.set_currency(rt.settings.currency)
 
+    @kopf.on.probe(id="jobs", registry=registry)
+    async def jobs_known(**_: Any) -> int:
+        """Liveness detail: how many AdaptationJobs this replica tracks."""
+        index = rt.indices.get(AJ_INDEX)
+        return len(index) if index is not None else 0
+
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         if rt.ticker is not None:
@@ -591,16 +597,18 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             await rt.client.close()
 
     @kopf.index(API_GROUP, API_VERSION, PLURAL, id=AJ_INDEX, registry=registry)
-    def kadapt_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    async def kadapt_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
         return {(namespace or DEFAULT_NAMESPACE, name): _plain(body)}
 
     @kopf.index("batch", "v1", "jobs", labels=selector, id=JOB_INDEX, registry=registry)
-    def kadapt_batch_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    async def kadapt_batch_jobs(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[Key, Any]:
         key = _keys_of(namespace, labels)
         return {key: _plain(body)} if key else {}
 
     @kopf.index("v1", "pods", labels=selector, id=POD_INDEX, registry=registry)
-    def kadapt_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    async def kadapt_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
         key = _keys_of(namespace, labels)
         return {key: _plain(body)} if key else {}
 
@@ -615,7 +623,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError(str(exc), delay=2) from exc
 
     @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, optional=True, registry=registry)
-    def forget(namespace: str | None, name: str, **_: Any) -> None:
+    async def forget(namespace: str | None, name: str, **_: Any) -> None:
         key = (namespace or DEFAULT_NAMESPACE, name)
         rt.metrics.remove_job(*key)
         rt.locks.pop(key, None)
