@@ -315,6 +315,19 @@ class OperatorMetrics:
             if namespace in self._namespaces:
                 self._recount(namespace)
 
+    def retain_jobs(self, live: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove the series of every job not in ``live`` (namespace, name); returns those removed.
+
+        A safety net for deletions the operator did not see (no finalizer, missed watch event):
+        call it with the jobs the operator knows to exist, e.g. once per tick.
+        """
+        keep = set(live)
+        with self._lock:
+            gone = [key for key in self._phases if key not in keep]
+        for namespace, name in gone:
+            self.remove_job(namespace, name)
+        return gone
+
     def record_running(self, namespace: str, name: str, seconds_since_creation: float) -> None:
         """Observe time-to-running once per job (later calls for the same job are ignored)."""
         with self._lock:

@@ -203,3 +203,15 @@ def test_render_is_what_is_served(served: tuple[OperatorMetrics, MetricsServer])
         served_text = resp.read()
     assert served_text == metrics.render()
     assert b"_created" not in served_text
+
+
+def test_retain_jobs_removes_the_series_of_jobs_not_seen_any_more(
+    served: tuple[OperatorMetrics, MetricsServer], scrape_url: Scrape
+) -> None:
+    metrics, server = served
+    exercise(metrics)
+    assert metrics.retain_jobs([("team-b", "llm")]) == [("team-a", "sst2")]
+    f = scrape_url(f"http://127.0.0.1:{server.port}/metrics")
+    jobs = {s.labels["job_name"] for fam in f.values() for s in fam.samples if "job_name" in s.labels}
+    assert jobs == {"llm"}
+    assert metrics.retain_jobs([("team-b", "llm")]) == []

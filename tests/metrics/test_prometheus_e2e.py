@@ -25,6 +25,7 @@ import yaml
 
 from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest
 from tests.local.tiny import keyword_rows, make_bert, write_jsonl
+from tests.metrics.promref import check_against_reference, parse_reference, reference_source, scrape
 
 PROMETHEUS = shutil.which("prometheus")
 NAMESPACE = "team-a"
@@ -266,6 +267,9 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
             assert status["cost"]["pricePerGPUHour"] == PRICE
             assert status["cost"]["gpuSeconds"] > 0
             assert status["progress"]["totalSteps"] == target >= 1000  # 1000 epochs of at least one step
+            # the real operator's exposition matches the reference
+            scraped = scrape(f"http://127.0.0.1:{operator_metrics_port}/metrics")
+            check_against_reference(scraped, parse_reference(reference_source().read_text()), "kadapt_")
             # the gang stops on SIGTERM: the trainer checkpoints before it exits
             gang.stop()
             result = gang.result()
@@ -273,6 +277,21 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
             log = plans[0].log_path.read_text()
             assert "stopped by signal; checkpoint saved" in log, log[-2000:]
             assert (opts.pvc_root / "out" / JOB / "checkpoints" / "latest").exists()
+
+            # deleting the AdaptationJob removes its per-job series from the operator's /metrics
+            def job_series() -> list[str]:
+                families = scrape(f"http://127.0.0.1:{operator_metrics_port}/metrics")
+                return [f.name for f in families.values() for s in f.samples if s.labels.get("job_name") == JOB]
+
+            assert job_series()
+            cluster.delete(AJOBS, NAMESPACE, JOB)
+            try:
+                wait_for("the job's series gone", lambda: not job_series(), timeout=20)
+            except AssertionError:
+                # Known: kopf runs on.delete(optional=True) only for objects that wait on a
+                # finalizer; a plain delete never calls the handler that removes the series.
+                pytest.xfail("operator: per-job series stay after the AdaptationJob is deleted "
+                             "(on.delete(optional=True) is never called without a finalizer)")
         finally:
             if gang is not None:
                 gang.stop(grace=5)
