@@ -52,12 +52,12 @@ def _get(port: int, path: str) -> tuple[int, str]:
 class Trainer:
     """One ``python -m kadapt_trainer`` process with its progress port."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, launcher: list[str] | None = None) -> None:
         self.port = free_port()
         self.log = log
         self._fh = open(log, "w")  # noqa: SIM115 (closed in wait)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kadapt_trainer", "--config", str(config)],
+            [*(launcher or [sys.executable]), "-m", "kadapt_trainer", "--config", str(config)],
             cwd=ROOT,
             env=trainer_env(KADAPT_PROGRESS_PORT=str(self.port)),
             stdout=self._fh,
@@ -155,3 +155,19 @@ def test_sigterm_sigkill_truncation_resume(tmp_path: Path, tiny_models: Any, tin
     assert result["state"] == "succeeded"
     assert result["step"] == result["total_steps"] == TOTAL_STEPS
     assert result["eval_metrics"]["accuracy"] > 0.6
+
+
+def test_gang_sigterm_through_the_launcher(tmp_path: Path, tiny_models: Any, tiny_data: Any) -> None:
+    """A 2-process gang under torchrun stops together on SIGTERM; the launcher exits 143."""
+    config = _config(tmp_path, tiny_models, tiny_data)
+    launcher = [
+        sys.executable, "-m", "kadapt_trainer.launch", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+    ]  # fmt: skip
+    gang = Trainer(config, tmp_path / "gang.log", launcher=launcher)
+    report = gang.wait_for_step(12)
+    assert report["world_size"] == 2
+    gang.proc.send_signal(signal.SIGTERM)
+    assert gang.wait() == EXIT_STOPPED, gang.output()
+    stopped = int(re.search(r"stopped at step (\d+)", gang.output()).group(1))  # type: ignore[union-attr]
+    assert step_of(complete_checkpoints(tmp_path / "out" / "checkpoints")[0]) == stopped
