@@ -230,6 +230,10 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
                 final = wait_for("phase Succeeded", lambda: in_phase(cluster, "Succeeded"), timeout=30)
                 assert final is not None
                 assert condition(final, "BudgetExceeded").get("status") == "False"
+                cost = final["cost"]
+                assert cost["gpuSeconds"] == hand
+                assert cost["costSoFar"] == pytest.approx(hand / 3600 * PRICE, abs=1e-6)
+                assert (pvc / "out" / JOB / "kadapt-result.json").exists()
                 # A budget suspension is neither a worker failure nor a disruption. This needs the
                 # pod to exit 143 (torchrun itself exits 1 on SIGTERM even when the trainer exited
                 # 143) and the operator to ignore pods that end while it suspends the Job.
@@ -238,10 +242,6 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
                     pytest.xfail(f"known: the stopped pod exited {first.exit_code} (torchrun exits 1 on SIGTERM), "
                                  f"and the operator counted the budget stop: restarts, disruptions = {counted}")
                 assert counted == (0, 0), f"restarts, disruptions = {counted}; first pod exited {first.exit_code}"
-                cost = final["cost"]
-                assert cost["gpuSeconds"] == hand
-                assert cost["costSoFar"] == pytest.approx(hand / 3600 * PRICE, abs=1e-6)
-                assert (pvc / "out" / JOB / "kadapt-result.json").exists()
         finally:
             if kubelet.gang is not None:
                 kubelet.gang.stop(grace=5)
