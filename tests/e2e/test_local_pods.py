@@ -96,7 +96,7 @@ def test_kubectl_apply_trains_with_live_status_then_succeeds(
     cluster: Cluster, kubelet: LocalKubelet, operator: OperatorHandle, run_dir: Path, tmp_path: Path
 ) -> None:
     name = "e2e-train"
-    apply(cluster, tmp_path, job_doc(name, epochs=12))
+    apply(cluster, tmp_path, job_doc(name, epochs=8))
 
     # While it trains: Running, with progress from rank 0 and cost from the pods' running time.
     def running_with_progress() -> dict[str, Any] | None:
@@ -141,7 +141,7 @@ def test_killed_worker_counts_a_restart_and_resumes_from_the_checkpoint(
     cluster: Cluster, kubelet: LocalKubelet, operator: OperatorHandle, run_dir: Path, tmp_path: Path
 ) -> None:
     name = "e2e-restart"
-    apply(cluster, tmp_path, job_doc(name, epochs=12, checkpoint_every=5))
+    apply(cluster, tmp_path, job_doc(name, epochs=8, checkpoint_every=5))
     checkpoint = run_dir / "pvc" / "models" / name / "checkpoints" / "latest"
     cluster.wait_for(
         lambda: status(cluster, name).get("phase") == "Running" and checkpoint.exists(),

@@ -108,5 +108,6 @@ class ProgressView:
         fields = describe(shown)
         if state is not None:
             fields["state"] = state
-        total = shown.total_steps or None
+        # Early stopping ends before total_steps: a finished run shows a full bar.
+        total = shown.step if shown.state == "succeeded" and shown.step else (shown.total_steps or None)
         self._progress.update(self._task, completed=shown.step, total=total, **fields)
