@@ -236,3 +236,10 @@ def test_readme_reference_matches_docs_when_filled() -> None:
     if not in_readme:
         pytest.skip("README.md's Metrics reference section is not filled in yet (docs/metrics.md is used)")
     assert in_readme == docs
+
+
+def test_every_alert_is_named_in_the_docs(rules: dict[str, Any]) -> None:
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            assert f"`{rule['alert']}`" in text, rule["alert"]
