@@ -86,7 +86,7 @@ def job_config(
             "earlyStopping": {"enabled": False},
         },
         "deepspeed": {"zeroStage": zero},
-        "output": {"uri": str(tmp / "out")},
+        "output": {"uri": str(tmp / "out"), "mergeAdapter": strategy == "lora"},
     }
 
 
@@ -175,12 +175,16 @@ def expected_trainable(models: dict[str, Path], arch: str, task: str, strategy: 
     return head  # head-only, and auto on little data
 
 
-def reload_and_score(out: Path, models: dict[str, Path], arch: str, task: str, lora: bool) -> dict[str, float]:
+def reload_and_score(
+    out: Path, models: dict[str, Path], arch: str, task: str, lora: bool, merged: bool = False
+) -> dict[str, float]:
     """Load the output as a user would and measure it on the validation file."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    if lora:
+    if merged:
+        out = out / "merged"
+    if lora and not merged:
         model = PeftModel.from_pretrained(_fresh_base(models, arch, task), str(out))
     elif task == LM:
         model = AutoModelForCausalLM.from_pretrained(str(out))
@@ -239,6 +243,9 @@ def _check(result: dict[str, Any], models: dict[str, Path], data: dict[str, Path
         assert scored["accuracy"] > 0.6, "the reloaded model predicts no better than chance"
     else:
         assert scored["perplexity"] < math.exp(first), "the reloaded LM is no better than the start"
+    if resolved == "lora":  # the merged copy predicts what the adapter does
+        merged = reload_and_score(out, models, arch, task, lora=True, merged=True)
+        assert merged["eval_loss"] == pytest.approx(scored["eval_loss"], rel=1e-3, abs=1e-4)
 
 
 @pytest.mark.parametrize("case", SINGLE, ids=[case_name(1, *c) for c in SINGLE])
