@@ -89,3 +89,32 @@ def test_budget_suspends_the_job_and_raising_it_resumes(cluster: Cluster, operat
     assert checks.status_of(cluster, "thrifty", NS)["phase"] in ("Created", "Running")
     assert checks.status_of(cluster, "thrifty", NS)["cost"]["gpuSeconds"] >= 120  # spending is never forgotten
     assert checks.creations(cluster, JOBS, NS, "thrifty") == 1
+
+
+def test_namespace_budget_holds_new_jobs_suspended() -> None:
+    with (
+        Cluster(namespaces=(NS, "team-b")) as cluster,
+        cluster.operator(namespaces=[NS, "team-b"], settings_overrides={"namespace_budgets": {NS: 0.05}}),
+    ):
+        # An earlier job in the namespace already spent more than the namespace's budget.
+        spender = cluster.create(AJOBS, job_manifest("spender", NS))
+        cluster.wait_for(lambda: cluster.get(JOBS, NS, "spender"))
+        cluster.set_status(
+            AJOBS,
+            NS,
+            "spender",
+            {
+                **(cluster.get(AJOBS, NS, "spender") or {}).get("status", {}),
+                "cost": {"gpuSeconds": 100.0, "costSoFar": 0.1},
+            },
+        )
+        assert spender["metadata"]["uid"]
+        cluster.wait_for(lambda: checks.status_of(cluster, "spender", NS).get("cost", {}).get("costSoFar") == 0.1)
+        cluster.create(AJOBS, job_manifest("newcomer", NS))
+        cluster.create(AJOBS, job_manifest("elsewhere", "team-b"))
+        job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "newcomer"))
+        assert job["spec"]["suspend"] is True
+        c = cluster.wait_for(lambda: checks.condition(cluster, "newcomer", NS, "BudgetExceeded"))
+        assert c["status"] == "True" and c["reason"] == "NamespaceBudgetExceeded" and f"namespace {NS}" in c["message"]
+        other = cluster.wait_for(lambda: cluster.get(JOBS, "team-b", "elsewhere"))
+        assert other["spec"]["suspend"] is False  # no budget for team-b

@@ -157,6 +157,14 @@ class Runtime:
             self.written.pop(key, None)
         return body
 
+    def namespace_spent(self, namespace: str) -> float:
+        """Money spent so far by every AdaptationJob of ``namespace`` (from the watched index)."""
+        index = self.indices.get(AJ_INDEX)
+        if index is None:
+            return 0.0
+        bodies = [body for key in list(index.keys()) if key[0] == namespace for body in index[key]]
+        return costing.namespace_spent(bodies, namespace)
+
     def batch_job(self, key: Key, owner_uid: str | None) -> dict[str, Any] | None:
         """The batch/v1 Job owned by this AdaptationJob, if it exists."""
         for job in self._index(JOB_INDEX, key):
@@ -269,6 +277,11 @@ class Runtime:
             headroom_gpu_seconds=headroom,
             price_per_gpu_hour=price,
         )
+        if not decision.exceeded and key[0] in self.settings.namespace_budgets and not cost_status.get("gpuSeconds"):
+            # A job that has not run yet is held while its namespace is over its budget.
+            decision = costing.namespace_budget_decision(
+                key[0], self.settings.namespace_budgets, self.namespace_spent(key[0]), currency=self.settings.currency
+            )
         if job.spec.run_policy.suspend:
             suspend_reason: str | None = st.Reason.SUSPENDED_BY_USER
         elif decision.exceeded:
