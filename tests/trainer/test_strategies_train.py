@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 CLS, LM = "sequence-classification", "causal-lm"
 LORA_RANK = 4
+EARLY = "w1-early-stopping"
 PARTIAL_LAYERS = 1
 
 # (arch, task, strategy, zero stage): one process
@@ -81,7 +82,8 @@ def job_config(
             "epochs": 3,
             "globalBatchSize": 16,
             "microBatchSize": 4,
-            "learningRate": 2e-2 if strategy == "lora" else 3e-3,
+            "learningRate": 2e-2 if strategy == "lora" else 3e-3,  # adapters start at zero: a higher rate
+            "headLearningRate": 6e-2,
             "warmupRatio": 0.0,
             "earlyStopping": {"enabled": False},
         },
@@ -96,6 +98,10 @@ def _run_matrix(tmp: Path, models: dict[str, Path], data: dict[str, Path], world
     for arch, task, strategy, zero in matrix:
         name = case_name(world, arch, task, strategy, zero)
         cases.append({"name": name, "config": job_config(tmp / name, models, data, arch, task, strategy, zero)})
+    if world == 1:  # early stopping on accuracy, which cannot beat 1.0 once reached
+        early = job_config(tmp / EARLY, models, data, "gpt2", CLS, "head-only", 0)
+        early["training"].update(epochs=40, earlyStopping={"enabled": True, "patience": 2, "metric": "accuracy"})
+        cases.append({"name": EARLY, "config": early})
     cases_file, results_file = tmp / "cases.json", tmp / "results.json"
     cases_file.write_text(json.dumps(cases))
     driver = [str(HERE / "driver.py"), str(cases_file), str(results_file)]
@@ -260,3 +266,17 @@ def test_two_process_gang(
     case: tuple[Any, ...], gang_results: dict[str, Any], tiny_models: Any, tiny_data: Any
 ) -> None:
     _check(gang_results[case_name(2, *case)], tiny_models, tiny_data, case)
+
+
+def test_early_stopping_keeps_the_best_model(single_results: dict[str, Any], tiny_models: Any, tiny_data: Any) -> None:
+    result = single_results[EARLY]
+    assert "error" not in result, result.get("error")
+    report = result["report"]
+    assert report["state"] == "succeeded" and report["message"] == "early stopped"
+    assert report["step"] < report["total_steps"] == 40 * 6
+    assert report["eval_metrics"]["accuracy"] == 1.0
+    for kind in ("cls", "lm"):
+        VAL_ROWS.setdefault(kind, [json.loads(x) for x in tiny_data[f"{kind}-val"].read_text().splitlines()])
+    scored = reload_and_score(Path(result["tmp"]) / "out", tiny_models, "gpt2", CLS, lora=False)
+    assert scored["eval_loss"] == pytest.approx(report["eval_metrics"]["eval_loss"], rel=1e-3, abs=1e-4)
+    assert scored["accuracy"] == 1.0
