@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from kadapt_trainer.config import RESULT_FILE, ProgressReport
+from tests.harness import checks
 from tests.harness.emulator import AJOBS, TEST_SETTINGS, Cluster, OperatorHandle
 from tests.harness.kubelet import LocalKubelet
 from tests.local.tiny import keyword_rows, make_bert, manifest, write_jsonl
@@ -82,6 +83,23 @@ def status(cluster: Cluster, name: str) -> dict[str, Any]:
     return dict((obj or {}).get("status") or {})
 
 
+def wait_status(
+    cluster: Cluster, name: str, ready: Callable[[dict[str, Any]], bool], timeout: float, message: str
+) -> dict[str, Any]:
+    """The job's status once ``ready`` holds for it."""
+
+    def check() -> dict[str, Any]:
+        st = status(cluster, name)
+        return st if st and ready(st) else {}
+
+    found: dict[str, Any] = cluster.wait_for(check, timeout=timeout, interval=0.2, message=message)
+    return found
+
+
+def finished(st: dict[str, Any]) -> bool:
+    return st.get("phase") in ("Succeeded", "Failed")
+
+
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions") or [] if c.get("type") == type_), {})
 
@@ -99,15 +117,12 @@ def test_kubectl_apply_trains_with_live_status_then_succeeds(
     apply(cluster, tmp_path, job_doc(name, epochs=8))
 
     # While it trains: Running, with progress from rank 0 and cost from the pods' running time.
-    def running_with_progress() -> dict[str, Any] | None:
-        st = status(cluster, name)
+    def running_with_progress(st: dict[str, Any]) -> bool:
         progress = st.get("progress") or {}
         cost = st.get("cost") or {}
-        if st.get("phase") == "Running" and progress.get("step", 0) > 0 and cost.get("costSoFar", 0) > 0:
-            return st
-        return None
+        return st.get("phase") == "Running" and progress.get("step", 0) > 0 and cost.get("costSoFar", 0) > 0
 
-    live = cluster.wait_for(running_with_progress, timeout=180, interval=0.2, message="Running with progress")
+    live = wait_status(cluster, name, running_with_progress, 180, "Running with progress")
     assert condition(live, "Running")["status"] == "True"
     assert 0 < live["progress"]["step"] <= live["progress"]["totalSteps"]
     assert live["strategy"]["resolved"] == "full"
@@ -115,12 +130,7 @@ def test_kubectl_apply_trains_with_live_status_then_succeeds(
     assert live["cost"]["pricePerGPUHour"] == TEST_SETTINGS["gpu_prices"]["default"]
     assert live["cost"]["gpuSeconds"] > 0  # two pods x one GPU each, counted from their start times
 
-    done = cluster.wait_for(
-        lambda: (st := status(cluster, name)).get("phase") in ("Succeeded", "Failed") and st,
-        timeout=240,
-        interval=0.25,
-        message="finished",
-    )
+    done = wait_status(cluster, name, finished, 240, "finished")
     assert done["phase"] == "Succeeded", json.dumps(done, indent=2)
     assert condition(done, "Succeeded")["status"] == "True"
     assert done["output"]["uri"] == f"pvc://models/{name}"
@@ -154,18 +164,17 @@ def test_killed_worker_counts_a_restart_and_resumes_from_the_checkpoint(
     killed = kubelet.kill_worker(name, 1, NS)
     assert killed, "pod 1 had no trainer process to kill"
 
-    restarted = cluster.wait_for(
-        lambda: (st := status(cluster, name)).get("restarts", 0) >= 1 and st, timeout=120, message="restart counted"
-    )
+    restarted = wait_status(cluster, name, lambda st: st.get("restarts", 0) >= 1, 120, "restart counted")
     assert restarted["restarts"] == 1
-    assert "worker failure" in condition(restarted, "Restarting").get("message", "")
-
-    done = cluster.wait_for(
-        lambda: (st := status(cluster, name)).get("phase") in ("Succeeded", "Failed") and st,
-        timeout=300,
-        interval=0.25,
-        message="finished after the restart",
+    # The restart is explained where users look: an Event naming the failed pod and its exit code.
+    events = cluster.wait_for(
+        lambda: [e for e in checks.events_for(cluster, name, NS) if "after a worker failure" in e.get("message", "")],
+        timeout=30,
+        message="restart Event",
     )
+    assert f"{name}-1-" in events[0]["message"] and "exited 1" in events[0]["message"], events[0]["message"]
+
+    done = wait_status(cluster, name, finished, 300, "finished after the restart")
     assert done["phase"] == "Succeeded", json.dumps(done, indent=2)
     assert done["restarts"] == 1
     incarnations = [uid for ns, n, uid in kubelet.launched if (ns, n) == (NS, name)]
