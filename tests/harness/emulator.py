@@ -329,6 +329,8 @@ class RequestRecord:
     method: str
     path: str
     query: tuple[tuple[str, str], ...]
+    #: metadata.name of the object sent (creations name it in the body, not the path).
+    name: str | None = None
 
     @property
     def params(self) -> dict[str, str]:
@@ -564,7 +566,10 @@ class Cluster:
             for req in list(self.emulator._requests):
                 if req.headers.get("User-Agent", "") == HARNESS_AGENT:
                     continue
-                out.append(RequestRecord(str(req.method.value).upper(), req.url.path, tuple(req.url.query.items())))
+                sent = req.data.get("metadata", {}).get("name") if isinstance(req.data, dict) else None
+                out.append(
+                    RequestRecord(str(req.method.value).upper(), req.url.path, tuple(req.url.query.items()), sent)
+                )
             for method, path, query, agent in self.emulator.extra_requests:
                 if agent != HARNESS_AGENT:
                     out.append(RequestRecord(method.upper(), path, tuple(query.items())))

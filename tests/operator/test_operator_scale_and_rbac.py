@@ -42,6 +42,10 @@ def test_200_jobs_created_at_once_are_all_reconciled_none_twice() -> None:
             assert checks.creations(cluster, SERVICES, NS, name) == 1
         # One POST per child: no create was retried into a conflict.
         posts = Counter(r.path.rsplit("/", 1)[-1] for r in cluster.operator_requests() if r.method == "POST")
+        repeated = Counter(
+            (r.path.rsplit("/", 1)[-1], r.name) for r in cluster.operator_requests() if r.method == "POST"
+        )
+        assert [k for k, v in repeated.items() if v > 1 and k[0] != "events"] == []
         assert posts["jobs"] == MANY and posts["configmaps"] == MANY and posts["services"] == MANY
 
 

@@ -61,6 +61,10 @@ def configure(settings: kopf.OperatorSettings, options: RuntimeOptions) -> None:
     settings.posting.reporting_component = REPORTING_COMPONENT
     settings.execution.max_workers = 8
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # kopf trusts a watch event only once its own last patch came back through the watch; if
+    # it stops waiting too early on a busy API server, it sees a stale object and runs the
+    # create handler again (harmless here, create-or-adopt, but two rounds of requests).
+    settings.persistence.consistency_timeout = 10.0
     settings.peering.standalone = options.standalone
     settings.peering.clusterwide = options.clusterwide
     settings.peering.priority = options.priority
@@ -71,7 +75,6 @@ def configure(settings: kopf.OperatorSettings, options: RuntimeOptions) -> None:
         settings.watching.reconnect_backoff = 0.1
         settings.networking.request_timeout = 120
         settings.networking.error_backoffs = [0.1, 0.2, 0.5]
-        settings.persistence.consistency_timeout = 1.0
         settings.queueing.idle_timeout = 1.0
         settings.queueing.exit_timeout = 1.0
         settings.background.instant_exit_timeout = 1.0
