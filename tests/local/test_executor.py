@@ -180,6 +180,26 @@ class TestPlan:
         assert (run / "config" / f"{JOB}-config" / "worker.py").read_text() == WORKER
         assert (run / "pvc" / CLAIM).is_dir()
 
+    def test_env_built_from_a_mounted_path_is_rewritten_once(self, tmp_path: Path) -> None:
+        # HOME=/tmp on an emptyDir, and a value built from it: the run dir may itself lie under /tmp.
+        objects = rendered(
+            1, ["sh", "-c", "echo $(CACHE)", "$(HOME)/x"], env=[{"name": "CACHE", "value": "$(HOME)/cache"}]
+        )
+        pod = objects[2]["spec"]["template"]["spec"]
+        pod["volumes"].append({"name": "tmp", "emptyDir": {}})
+        pod["containers"][0]["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})
+        pod["containers"][0]["env"].insert(0, {"name": "HOME", "value": "/tmp"})
+        (plan,) = plans_for(objects, tmp_path)
+        home = tmp_path / "run" / "pods" / f"{JOB}-0" / "volumes" / "tmp"
+        assert plan.env["HOME"] == str(home)
+        assert plan.env["CACHE"] == f"{home}/cache"
+        assert plan.argv[-2:] == (f"echo {home}/cache", f"{home}/x")
+
+    def test_rank0_progress_port_can_be_pinned(self, tmp_path: Path) -> None:
+        plans = plans_for(rendered(2, torchrun(2)), tmp_path, rank0_progress_port=45678)
+        assert plans[0].progress_port == 45678 and plans[0].env[PROGRESS_PORT_ENV] == "45678"
+        assert plans[1].progress_port != 45678
+
     def test_secret_volume_is_refused(self, tmp_path: Path) -> None:
         objects = rendered(1, ["true"])
         pod = objects[2]["spec"]["template"]["spec"]

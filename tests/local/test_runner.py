@@ -25,7 +25,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
-from kadapt_operator.local.runner import RunOptions, failure_cause, load_one_job, localise
+from kadapt_operator.local.runner import LocalRun, RunOptions, failure_cause, load_one_job, localise
 from kadapt_trainer.config import ProgressReport
 from tests.conftest import EXAMPLES, ROOT
 from tests.local.kadapt_cli import build_app
@@ -106,6 +106,18 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> N
     assert spec.output.uri == str(folder / "out" / "model")
     assert spec.dataset.validation_uri == "pvc://data/val.jsonl"  # URIs stay as written
     assert (spec.resources.workers, spec.resources.gpus_per_worker) == (2, 2)
+
+
+def test_procs_per_worker_rerenders_for_the_new_world_size(tmp_path: Path) -> None:
+    local = LocalRun(RunOptions(manifest=QUICKSTART, procs_per_worker=2, run_dir=tmp_path / "r"))
+    command = local.rendered.job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--nproc-per-node") + 1] == "2"
+    ds = json.loads(local.rendered.config_map["data"]["deepspeed.json"])
+    assert ds["train_micro_batch_size_per_gpu"] * 2 * ds["gradient_accumulation_steps"] == ds["train_batch_size"]
+    assert local.gpu_equivalents() == 2
+    assert local._extra_env()["CUDA_VISIBLE_DEVICES"] == ""  # processes on the CPU, not the GPUs
+    assert local.output_dir == tmp_path / "r" / "pvc" / "quickstart" / "topics-minilm"
+    assert not (tmp_path / "r").exists()  # preparing starts nothing
 
 
 # -- reporting -------------------------------------------------------------------------------
