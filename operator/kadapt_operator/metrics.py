@@ -3,8 +3,8 @@
 Fleet metrics (jobs by phase, completions, restarts, reconciles, GPU seconds and cost by
 namespace/queue/GPU type) live as long as the operator process. Per-job gauges (labels
 ``namespace``, ``job_name``) exist only while the job does: :meth:`OperatorMetrics.remove_job`
-deletes every one of its series. The reference of every metric is ``docs/metrics.md``
-(copied into the README); a test scrapes this module's server and compares.
+deletes every one of its series. The reference of every metric is the README's "Metrics reference"
+section; a test scrapes this module's server and compares.
 
 Use the module's :data:`METRICS` from handlers and :func:`serve_metrics` at start-up::
 

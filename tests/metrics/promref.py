@@ -27,11 +27,8 @@ class MetricRef:
 
 
 def reference_source() -> Path:
-    """README.md when its "Metrics reference" section holds the table, else docs/metrics.md."""
-    readme = ROOT / "README.md"
-    if readme.exists() and parse_reference(readme.read_text(), require_section=True):
-        return readme
-    return ROOT / "docs" / "metrics.md"
+    """README.md's "Metrics reference" section: the one place the reference lives."""
+    return ROOT / "README.md"
 
 
 def parse_reference(text: str, *, require_section: bool = False) -> dict[str, MetricRef]:
