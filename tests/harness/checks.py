@@ -46,12 +46,14 @@ def creations(cluster: Cluster, resource: str, ns: str, name: str) -> int:
     return cluster.in_loop(count)
 
 
-def start_gang(cluster: Cluster, name: str, ns: str, workers: int = 2, ip: str = "127.0.0.1") -> list[dict[str, Any]]:
+def start_gang(
+    cluster: Cluster, name: str, ns: str, workers: int = 2, ip: str = "127.0.0.1", progress_port: int | None = None
+) -> list[dict[str, Any]]:
     """Play the Job controller and the kubelet: create the Job's pods and make them run."""
     job = cluster.wait_for(lambda: cluster.get(JOBS, ns, name), message=f"Job {name}")
     pods = []
     for i in range(workers):
-        pod = cluster.make_pod(job, i)
+        pod = cluster.make_pod(job, i, progress_port=progress_port)
         cluster.set_status(PODS, ns, pod["metadata"]["name"], running_status(ip))
         pods.append(pod)
     return pods

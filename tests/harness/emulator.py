@@ -521,9 +521,19 @@ class Cluster:
         return deleted
 
     def make_pod(
-        self, job: dict[str, Any], index: int, *, ip: str | None = None, phase: str = "Pending", gpus: int | None = None
+        self,
+        job: dict[str, Any],
+        index: int,
+        *,
+        ip: str | None = None,
+        phase: str = "Pending",
+        progress_port: int | None = None,
     ) -> dict[str, Any]:
-        """Create the pod of completion ``index`` of a batch/v1 Job (the Job controller's job)."""
+        """Create the pod of completion ``index`` of a batch/v1 Job (the Job controller's job).
+
+        ``progress_port`` annotates where the pod serves /progress when several pods share one
+        address (local runs); the operator then polls that port instead of its setting.
+        """
         meta = job["metadata"]
         template = job["spec"]["template"]
         labels = dict(template.get("metadata", {}).get("labels") or {})
@@ -536,7 +546,10 @@ class Cluster:
                 "name": f"{meta['name']}-{index}-{uuid.uuid4().hex[:5]}",
                 "namespace": meta["namespace"],
                 "labels": labels,
-                "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                "annotations": {
+                    "batch.kubernetes.io/job-completion-index": str(index),
+                    **({"kadapt.dev/progress-port": str(progress_port)} if progress_port else {}),
+                },
                 "ownerReferences": [
                     {
                         "apiVersion": "batch/v1",

@@ -242,3 +242,15 @@ def test_operator_restart_mid_job_creates_no_duplicates() -> None:
         posts = Counter(r.path for r in after if r.method == "POST" and "/events" not in r.path)
         assert all("survivor" not in p for p in posts), posts
         assert not status_of(cluster, "survivor").get("restarts")
+
+
+def test_a_pods_progress_port_annotation_wins_over_the_setting(
+    cluster: Cluster, operator: OperatorHandle, trainer_progress: tuple[int, type[_Progress]]
+) -> None:
+    # Pods run side by side on one address (the local kubelet): each says where it serves /progress.
+    port, handler = trainer_progress
+    handler.report = {"state": "training", "step": 3, "total_steps": 12, "strategy": "head-only"}
+    cluster.create(AJOBS, job_manifest("annotated", NS))
+    checks.start_gang(cluster, "annotated", NS, progress_port=port)
+    st = cluster.wait_for(lambda: (s := status_of(cluster, "annotated")).get("progress", {}).get("step") == 3 and s)
+    assert st["progress"]["percent"] == 25.0 and st["strategy"]["resolved"] == "head-only"

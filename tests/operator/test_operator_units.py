@@ -42,6 +42,13 @@ def terminated(code: int) -> dict[str, Any]:
     return {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": code}}}]}
 
 
+def test_pod_view_reads_a_progress_port_annotation() -> None:
+    meta = {"name": "p", "annotations": {st.PROGRESS_PORT_ANNOTATION: "40123"}}
+    assert st.pod_view({"metadata": meta}).progress_port == 40123
+    meta["annotations"][st.PROGRESS_PORT_ANNOTATION] = "http"
+    assert st.pod_view({"metadata": meta}).progress_port is None
+
+
 def test_pod_view_reads_index_gpus_and_failure_kind() -> None:
     p = pod(1, **terminated(143))
     assert p.index == 1 and p.gpus == 2 and p.failed and p.is_disruption

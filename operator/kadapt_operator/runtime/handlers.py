@@ -512,7 +512,7 @@ class Runtime:
         pod = progress.rank0(st.current_pods(views, jview))
         if pod is None or pod.ip is None or self.http is None:
             return {}
-        report = await progress.fetch(self.http, pod.ip, self.settings.progress_port)
+        report = await progress.fetch(self.http, pod.ip, pod.progress_port or self.settings.progress_port)
         if report is None:
             return {}
         fields = progress.progress_status(report)

@@ -62,6 +62,9 @@ DISRUPTION_CONDITION = "DisruptionTarget"
 #: The completion-index annotation/label of Indexed Jobs.
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+#: Where a pod serves /progress when not on the operator's progress_port: set by runtimes that
+#: run several pods on one address (the local test kubelet); cluster pods never carry it.
+PROGRESS_PORT_ANNOTATION = "kadapt.dev/progress-port"
 TRAINER_CONTAINER = "trainer"
 
 
@@ -94,6 +97,7 @@ class PodView:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     gpus: int = 0
+    progress_port: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -114,6 +118,14 @@ def _gpus(pod: Mapping[str, Any]) -> int:
         if value is not None:
             total += int(value)
     return total
+
+
+def _port(value: Any) -> int | None:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView:
@@ -171,6 +183,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         started_at=started,
         finished_at=finished,
         gpus=_gpus(pod),
+        progress_port=_port(annotations.get(PROGRESS_PORT_ANNOTATION)),
     )
 
 
