@@ -24,6 +24,7 @@ from tests.harness.emulator import (
     complete_job_status,
     job_manifest,
     running_status,
+    terminated_status,
     unschedulable_status,
     waiting_status,
 )
@@ -127,7 +128,8 @@ def test_pod_states_drive_phase_conditions_and_events(cluster: Cluster, operator
 
 def test_suspend_round_trips_to_the_job(cluster: Cluster, operator: OperatorHandle) -> None:
     cluster.create(AJOBS, job_manifest("pausable", NS))
-    cluster.wait_for(lambda: cluster.get(JOBS, NS, "pausable"))
+    pods = start_gang(cluster, "pausable")
+    cluster.wait_for(lambda: status_of(cluster, "pausable").get("phase") == "Running")
     cluster.patch(AJOBS, NS, "pausable", {"spec": {"runPolicy": {"suspend": True}}})
     cluster.wait_for(
         lambda: (cluster.get(JOBS, NS, "pausable") or {}).get("spec", {}).get("suspend") is True,
@@ -137,12 +139,21 @@ def test_suspend_round_trips_to_the_job(cluster: Cluster, operator: OperatorHand
     s = cond(cluster, "pausable", "Suspended")
     assert s is not None and s["status"] == "True" and s["reason"] == "SuspendedByUser"
     assert s["observedGeneration"] == 2
+    # The Job controller stops the pods; torchrun exits 1 on SIGTERM: a suspension, not a failure.
+    for pod in pods:
+        cluster.set_status(PODS, NS, pod["metadata"]["name"], terminated_status(1))
+    cluster.wait_for(lambda: checks.creations(cluster, PODS, NS, pods[1]["metadata"]["name"]) == 1)
     cluster.patch(AJOBS, NS, "pausable", {"spec": {"runPolicy": {"suspend": False}}})
     cluster.wait_for(
         lambda: (cluster.get(JOBS, NS, "pausable") or {}).get("spec", {}).get("suspend") is False, message="Job resumed"
     )
     cluster.wait_for(lambda: (x := cond(cluster, "pausable", "Suspended")) and x["status"] == "False")
-    assert status_of(cluster, "pausable")["phase"] in ("Created", "Running")
+    # Several ticks later: still the same gang, nothing counted.
+    cluster.wait_for(lambda: status_of(cluster, "pausable")["phase"] in ("Created", "Running"))
+    ticks = len(cluster.operator_requests())
+    cluster.wait_for(lambda: len(cluster.operator_requests()) > ticks + 3, message="more operator traffic")
+    st = status_of(cluster, "pausable")
+    assert st["phase"] in ("Created", "Running") and not st.get("restarts") and not st.get("disruptions")
     assert _count_creates(cluster, "jobs", NS, "pausable") == 1
 
 

@@ -342,7 +342,17 @@ class Runtime:
         # Observe the current incarnation of the gang.
         views = [st.pod_view(p) for p in pod_dicts]
         jview = st.job_view(batch) if batch is not None else None
-        obs = st.observe(jview, views, workers=job.spec.resources.workers, suspend_reason=suspend_reason)
+        # Pods stopped by a suspension are not failures, even after the resume.
+        resumed = st.condition(status, st.SUSPENDED) or {}
+        if resumed.get("status") == st.TRUE and suspend_reason is None:
+            resumed_at: datetime | None = now  # resuming right now
+        elif resumed.get("status") == st.FALSE:
+            resumed_at = st.parse_time(resumed.get("lastTransitionTime"))
+        else:
+            resumed_at = None
+        obs = st.observe(
+            jview, views, workers=job.spec.resources.workers, suspend_reason=suspend_reason, resumed_at=resumed_at
+        )
         phase = obs.phase
         updates.extend(obs.conditions)
 

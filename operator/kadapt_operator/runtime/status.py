@@ -267,12 +267,25 @@ def current_pods(pods: Iterable[PodView], job: JobView | None) -> list[PodView]:
     return sorted((p for p in pods if p.owner_uid == job.uid), key=lambda p: (p.index is None, p.index, p.name))
 
 
-def observe(job: JobView | None, pods: Sequence[PodView], *, workers: int, suspend_reason: str | None) -> Observation:
+def observe(
+    job: JobView | None,
+    pods: Sequence[PodView],
+    *,
+    workers: int,
+    suspend_reason: str | None,
+    resumed_at: datetime | None = None,
+) -> Observation:
     """Read the state of one incarnation of the gang.
 
     ``suspend_reason`` is why the operator wants the Job suspended (user, budget), or None.
+    Pods stopped by a suspension are not failures: while suspended nothing counts, and pods
+    that ended before ``resumed_at`` (the last resume) are ignored afterwards.
     """
-    mine = current_pods(pods, job)
+    mine = [
+        p
+        for p in current_pods(pods, job)
+        if not (resumed_at is not None and p.finished_at is not None and p.finished_at <= resumed_at)
+    ]
     if job is None:
         return Observation(PENDING, (CondUpdate(RUNNING, FALSE, Reason.WAITING_FOR_JOB, "the Job is not created yet"),))
     if job.complete or (job.completions and job.succeeded >= job.completions):
@@ -283,6 +296,20 @@ def observe(job: JobView | None, pods: Sequence[PodView], *, workers: int, suspe
                 CondUpdate(SUCCEEDED, TRUE, Reason.JOB_COMPLETED, "training finished; output written"),
             ),
             Verdict.SUCCEEDED,
+        )
+    if job.suspended or suspend_reason:
+        reason = suspend_reason or Reason.SUSPENDED_BY_USER
+        msg = (
+            "suspended: the budget is spent; raise spec.budget to resume"
+            if reason == Reason.BUDGET_EXCEEDED
+            else "suspended by spec.runPolicy.suspend; set it to false to resume"
+        )
+        return Observation(
+            SUSPENDED,
+            (
+                CondUpdate(SUSPENDED, TRUE, reason, msg),
+                CondUpdate(RUNNING, FALSE, reason, "pods stopped; checkpoint kept"),
+            ),
         )
     failed = [p for p in mine if p.failed]
     if failed:
@@ -312,20 +339,6 @@ def observe(job: JobView | None, pods: Sequence[PodView], *, workers: int, suspe
         msg = job.failed_message or f"the Job failed ({job.failed_reason})"
         return Observation(
             RESTARTING, (CondUpdate(RUNNING, FALSE, Reason.WORKER_FAILED, msg),), Verdict.WORKER_FAILED, msg
-        )
-    if job.suspended or suspend_reason:
-        reason = suspend_reason or Reason.SUSPENDED_BY_USER
-        msg = (
-            "suspended: the budget is spent; raise spec.budget to resume"
-            if reason == Reason.BUDGET_EXCEEDED
-            else "suspended by spec.runPolicy.suspend; set it to false to resume"
-        )
-        return Observation(
-            SUSPENDED,
-            (
-                CondUpdate(SUSPENDED, TRUE, reason, msg),
-                CondUpdate(RUNNING, FALSE, reason, "pods stopped; checkpoint kept"),
-            ),
         )
     pulls = [p for p in mine if p.waiting_reason in IMAGE_PULL_REASONS]
     if pulls:
