@@ -59,20 +59,29 @@ def extract_features(
     handle = head.register_forward_pre_hook(hook)
     model.eval()
     mine = list(range(info.rank, len(encoded), info.world_size))
+    # similar lengths batched together: less padding, same features
+    by_length = sorted(range(len(mine)), key=lambda i: len(encoded.input_ids[mine[i]]))
     chunks: list[torch.Tensor] = []
+    positions: list[int] = []
     config_pad = getattr(getattr(model, "config", None), "pad_token_id", None)
     try:
         with torch.no_grad():
-            for start in range(0, len(mine), EXTRACT_BATCH):
-                idx = mine[start : start + EXTRACT_BATCH]
-                batch = collate(encoded, idx, pad_id, Task.SEQUENCE_CLASSIFICATION)
+            for start in range(0, len(by_length), EXTRACT_BATCH):
+                part = by_length[start : start + EXTRACT_BATCH]
+                batch = collate(encoded, [mine[i] for i in part], pad_id, Task.SEQUENCE_CLASSIFICATION)
                 batch.pop("labels")
                 captured.clear()
                 model(**{k: v.to(device) for k, v in batch.items()})
                 chunks.append(_reduce_head_input(captured[-1], head, batch["input_ids"], config_pad).cpu())
+                positions.extend(part)
     finally:
         handle.remove()
-    local = torch.cat(chunks) if chunks else torch.empty(0)
+    if chunks:
+        stacked = torch.cat(chunks)
+        local = torch.empty_like(stacked)
+        local[torch.tensor(positions)] = stacked
+    else:
+        local = torch.empty(0)
     if info.world_size == 1:
         return local
     gathered: list[Any] = [None] * info.world_size

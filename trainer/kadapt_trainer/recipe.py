@@ -286,10 +286,12 @@ def run(
     stop: StopSignal | None = None,
     serve: bool = True,
     on_step: StepCallback | None = None,
+    feature_cache: bool = True,
 ) -> ProgressReport:
     """Train one job to completion (or to a stop signal) and return the final report.
 
-    ``on_step`` lets tests and benchmarks watch the loss without scraping ``/progress``.
+    ``on_step`` lets tests and benchmarks watch the loss without scraping ``/progress``;
+    ``feature_cache=False`` runs head-only through the engine (the benchmarks' baseline).
 
     Raises:
         BadInputError: before any training, for config, data or model problems.
@@ -305,7 +307,7 @@ def run(
         telemetry.serve(progress_port(cfg.progress_port))
     stop = stop or StopSignal()
     try:
-        return _run(cfg, info, out_dir, ckpt_root, telemetry, stop, started, on_step)
+        return _run(cfg, info, out_dir, ckpt_root, telemetry, stop, started, on_step, feature_cache)
     except Stopped:
         raise
     except BaseException as exc:
@@ -324,6 +326,7 @@ def _run(
     stop: StopSignal,
     started: float,
     on_step: StepCallback | None,
+    feature_cache: bool = True,
 ) -> ProgressReport:
     # --- setup: everything that can be wrong with the input fails here, before training
     data = load_text_data(cfg)
@@ -363,7 +366,7 @@ def _run(
     init_process_group()
     device = dist.device_for(info)
     backend: Backend
-    if _use_feature_cache(cfg, spec):
+    if feature_cache and _use_feature_cache(cfg, spec):
         backend = CachedHeadBackend(cfg, model, train, validation, pad_id, info, plan, tokenizer, device)
     else:
         backend = EngineBackend(cfg, model, applied, train, validation, pad_id, info, plan, tokenizer)
