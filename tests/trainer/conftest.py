@@ -37,5 +37,6 @@ def trainer_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "trainer"), str(HERE), env.get("PYTHONPATH", "")])
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env["KADAPT_PROGRESS_PORT"] = "0"  # never the fixed default port in tests
     env.update(extra)
     return env
