@@ -55,8 +55,8 @@ def kubelet(cluster: Cluster, run_dir: Path) -> Iterator[LocalKubelet]:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, kubelet: LocalKubelet) -> Iterator[OperatorHandle]:
-    # The operator polls podIP:progress_port; the kubelet serves rank 0's /progress there.
-    with cluster.operator(namespaces=[NS], settings_overrides={"progress_port": kubelet.progress_port}) as handle:
+    # Pods announce their /progress port in an annotation (they share 127.0.0.1): no settings override.
+    with cluster.operator(namespaces=[NS]) as handle:
         yield handle
 
 

@@ -15,10 +15,10 @@ does what a cluster would do with them, for real:
 * garbage collector: when the operator deletes a Job (a gang restart), its processes are
   stopped (SIGTERM, SIGKILL after the grace period) and its Pods deleted.
 
-Rank 0's ``/progress`` is served on ``progress_port``: the operator polls
-``podIP:settings.progress_port``, so tests start the operator with that same port in its
-settings (``settings_overrides={"progress_port": kubelet.progress_port}``). A new gang of a
-job starts only once the previous one has exited, so the port is free again.
+Every pod serves on its own free port (all pods share the address 127.0.0.1), and says which
+in its ``kadapt.dev/progress-port`` annotation, which the operator's progress poll honours
+over its ``progress_port`` setting. A new gang of a job starts only once the previous one has
+exited (two gangs on two CPU cores would only slow each other down).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from kadapt_operator.local.executor import (
     ExecOptions,
     Gang,
     PodSpecUnsupported,
-    free_port,
     plan_pods,
 )
 from kadapt_trainer.config import EXIT_STOPPED
@@ -107,7 +106,8 @@ class LocalKubelet:
     ) -> None:
         self.cluster = cluster
         self.run_dir = run_dir
-        self.progress_port = progress_port or free_port()
+        #: None: a free port per pod, announced in the pod's annotation (the normal case).
+        self.progress_port = progress_port
         self.grace_seconds = grace_seconds
         self.extra_env = dict(extra_env or {})
         self.runs: dict[str, _Run] = {}
@@ -208,7 +208,12 @@ class LocalKubelet:
         except PodSpecUnsupported as exc:
             self.errors.append(exc)
             return
-        pods = {p.index: self.cluster.make_pod(job, p.index, ip=LOCALHOST)["metadata"]["name"] for p in plans}
+        pods = {
+            p.index: self.cluster.make_pod(job, p.index, ip=LOCALHOST, progress_port=p.progress_port)["metadata"][
+                "name"
+            ]
+            for p in plans
+        }
         gang = Gang(plans)
         gang.start()
         started = _now()
@@ -216,8 +221,8 @@ class LocalKubelet:
         self.runs[uid] = run
         self.launched.append((ns, name, uid))
         for pod in pods.values():
-            self.cluster.set_status(PODS, ns, pod, running_status(LOCALHOST, started_at=started))
-        self.cluster.set_status(JOBS, ns, name, {"active": len(pods), "startTime": started})
+            self._set_status(PODS, ns, pod, running_status(LOCALHOST, started_at=started))
+        self._set_status(JOBS, ns, name, {"active": len(pods), "startTime": started})
         log.info("started %s/%s (uid %s): %d pods", ns, name, uid, len(pods))
 
     def _report_exits(self, run: _Run, *, write: bool = True) -> list[tuple[int, int]]:
@@ -231,10 +236,9 @@ class LocalKubelet:
             run.reported[index] = code
             ended.append((index, code))
             if write:
-                with contextlib.suppress(ApiError):
-                    self.cluster.set_status(
-                        PODS, run.namespace, run.pod_names[index], terminated_status(code, started_at=run.started_at)
-                    )
+                self._set_status(
+                    PODS, run.namespace, run.pod_names[index], terminated_status(code, started_at=run.started_at)
+                )
         return ended
 
     def _observe(self, run: _Run) -> None:
@@ -253,7 +257,7 @@ class LocalKubelet:
                     "matching FailJob rule at index 2"
                 )
                 now = _now()
-                self.cluster.set_status(
+                self._set_status(
                     JOBS,
                     run.namespace,
                     run.name,
@@ -278,7 +282,16 @@ class LocalKubelet:
             run.finished = True
             status = complete_job_status(len(run.gang.pods))
             status["active"] = 0
-            self.cluster.set_status(JOBS, run.namespace, run.name, status)
+            self._set_status(JOBS, run.namespace, run.name, status)
+
+    def _set_status(self, resource: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write a status; an object deleted meanwhile (the operator restarting the gang) is no error."""
+        try:
+            self.cluster.set_status(resource, namespace, name, status)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            log.info("%s %s/%s is gone; status not written", resource, namespace, name)
 
     def _begin_stop(self, run: _Run, *, delete_pods: bool) -> None:
         """SIGTERM every pod of the run now; SIGKILL what is left after the grace period."""
