@@ -599,10 +599,15 @@ class Cluster:
         *,
         fast: bool = True,
         ready_timeout: float = 30.0,
+        liveness: str | None = None,
     ) -> Iterator[OperatorHandle]:
         """Run the real kadapt operator (kopf) in a thread against this emulator, over HTTP."""
         handle = start_operator(
-            self.kubeconfig, namespaces or list(self._namespaces), settings_overrides or {}, fast=fast
+            self.kubeconfig,
+            namespaces or list(self._namespaces),
+            settings_overrides or {},
+            fast=fast,
+            liveness=liveness,
         )
         try:
             if not handle.ready_flag.wait(ready_timeout):
@@ -628,7 +633,12 @@ class Cluster:
 
 
 def start_operator(
-    kubeconfig: Path, namespaces: list[str], settings_overrides: dict[str, Any], *, fast: bool = True
+    kubeconfig: Path,
+    namespaces: list[str],
+    settings_overrides: dict[str, Any],
+    *,
+    fast: bool = True,
+    liveness: str | None = None,
 ) -> OperatorHandle:
     """Start the kadapt operator in a thread; stop it with ``handle.stop()``."""
     from kadapt_operator.runtime.startup import RuntimeOptions, run_operator
@@ -643,7 +653,7 @@ def start_operator(
         standalone=True,
         kubeconfig=kubeconfig,
         fast=fast,
-        liveness_endpoint=None,
+        liveness_endpoint=liveness,
     )
     handle = OperatorHandle(thread=threading.Thread(), stop_flag=stop_flag, ready_flag=ready_flag)
 

@@ -265,3 +265,40 @@ def test_a_pods_progress_port_annotation_wins_over_the_setting(
     checks.start_gang(cluster, "annotated", NS, progress_port=port)
     st = cluster.wait_for(lambda: (s := status_of(cluster, "annotated")).get("progress", {}).get("step") == 3 and s)
     assert st["progress"]["percent"] == 25.0 and st["strategy"]["resolved"] == "head-only"
+
+
+def test_liveness_endpoint_reports_the_jobs_it_tracks() -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with Cluster(namespaces=(NS,)) as cluster, cluster.operator(liveness=f"http://127.0.0.1:{port}/healthz"):
+        cluster.create(AJOBS, job_manifest("alive", NS))
+        cluster.wait_for(lambda: cluster.get(JOBS, NS, "alive"))
+
+        def probe() -> dict[str, Any] | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                    return json.loads(resp.read()) if resp.status == 200 else None
+            except OSError:
+                return None
+
+        assert cluster.wait_for(lambda: (p := probe()) and p.get("jobs") == 1 and p)
+
+
+def test_a_child_name_owned_by_something_else_is_a_clear_conflict(cluster: Cluster, operator: OperatorHandle) -> None:
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "taken-config", "namespace": NS, "labels": {"app": "other"}},
+        "data": {"x": "1"},
+    }
+    cluster.create(CONFIGMAPS, foreign)
+    cluster.create(AJOBS, job_manifest("taken", NS))
+    c = cluster.wait_for(lambda: (x := cond(cluster, "taken", "Created")) and x["reason"] == "ChildConflict" and x)
+    assert c["status"] == "False" and "taken-config" in c["message"] and "not created by kadapt" in c["message"]
+    assert (cluster.get(CONFIGMAPS, NS, "taken-config") or {}).get("data") == {"x": "1"}  # never overwritten
+    assert cluster.get(JOBS, NS, "taken") is None
+    cluster.wait_for(lambda: any(e["reason"] == "ChildConflict" for e in events_for(cluster, "taken")))
