@@ -302,3 +302,15 @@ def test_a_child_name_owned_by_something_else_is_a_clear_conflict(cluster: Clust
     assert (cluster.get(CONFIGMAPS, NS, "taken-config") or {}).get("data") == {"x": "1"}  # never overwritten
     assert cluster.get(JOBS, NS, "taken") is None
     cluster.wait_for(lambda: any(e["reason"] == "ChildConflict" for e in events_for(cluster, "taken")))
+
+
+def test_changing_an_immutable_field_is_reported_not_applied(cluster: Cluster, operator: OperatorHandle) -> None:
+    # The API server's CEL rule (self == oldSelf) rejects this; the emulator has no admission.
+    cluster.create(AJOBS, job_manifest("fixed", NS))
+    job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "fixed"))
+    cluster.patch(AJOBS, NS, "fixed", {"spec": {"model": {"uri": "pvc://models/other"}, "budget": {"maxCost": 5}}})
+    event = cluster.wait_for(
+        lambda: next((e for e in events_for(cluster, "fixed") if e["reason"] == "ImmutableFieldChanged"), None)
+    )
+    assert event["type"] == "Warning" and event["message"].startswith("spec.model changed after creation")
+    assert (cluster.get(JOBS, NS, "fixed") or {})["metadata"]["uid"] == job["metadata"]["uid"]

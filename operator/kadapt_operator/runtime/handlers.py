@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -29,7 +29,7 @@ import aiohttp
 import kopf
 
 from kadapt_operator import cost as costing
-from kadapt_operator.api import PLURAL, AdaptationJob
+from kadapt_operator.api import MUTABLE_SPEC_FIELDS, PLURAL, AdaptationJob
 from kadapt_operator.labels import LABEL_JOB_NAME
 from kadapt_operator.metrics import (
     METRICS,
@@ -577,6 +577,18 @@ class Runtime:
             await asyncio.gather(*(one(k) for k in keys))
 
 
+def immutable_changes(diff: Iterable[Any]) -> list[str]:
+    """Spec fields (``spec.model`` ...) that a diff changes although they are immutable."""
+    out: set[str] = set()
+    for item in diff:
+        path = tuple(item[1])
+        if path[:1] == ("spec",):
+            path = path[1:]
+        if path and path[0] not in MUTABLE_SPEC_FIELDS:
+            out.add(f"spec.{path[0]}")
+    return sorted(out)
+
+
 def _keys_of(namespace: str | None, labels: Mapping[str, str]) -> Key | None:
     name = labels.get(LABEL_JOB_NAME)
     return (namespace or DEFAULT_NAMESPACE, name) if name else None
@@ -638,8 +650,19 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, registry=registry)
     @kopf.on.create(API_GROUP, API_VERSION, PLURAL, registry=registry)
     @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec", registry=registry)
-    async def reconcile(namespace: str | None, name: str, **_: Any) -> None:
+    async def reconcile(
+        namespace: str | None, name: str, body: kopf.Body, reason: str, diff: kopf.Diff, **_: Any
+    ) -> None:
         rt.ensure_ticker()
+        if reason == kopf.Reason.UPDATE:
+            changed = immutable_changes(diff)
+            if changed:
+                events.post(
+                    body,
+                    st.Reason.IMMUTABLE_FIELD_CHANGED,
+                    f"{', '.join(changed)} changed after creation and is ignored: the running Job keeps its "
+                    "spec; create a new AdaptationJob to change it (only spec.budget and spec.runPolicy may change)",
+                )
         try:
             await rt.converge((namespace or DEFAULT_NAMESPACE, name), Trigger.SPEC)
         except ApiError as exc:

@@ -53,6 +53,7 @@ class Reason(StrEnum):
     JOB_COMPLETED = "JobCompleted"
     NOT_RESTARTING = "NotRestarting"
     NOT_FINISHED = "NotFinished"
+    IMMUTABLE_FIELD_CHANGED = "ImmutableFieldChanged"
 
 
 #: Container waiting reasons that mean the image will not start without a user's fix.
