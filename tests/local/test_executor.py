@@ -213,7 +213,15 @@ class TestPlan:
             1, ["true"], env=[{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
         )
         with pytest.raises(PodSpecUnsupported, match="export the variable instead"):
-            plans_for(objects, tmp_path)
+            plans_for(objects, tmp_path, inherit_env=False)
+
+    def test_secret_env_comes_from_the_users_environment(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("HF_TOKEN", "hf_exported")
+        objects = rendered(
+            1, ["true"], env=[{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+        )
+        (plan,) = plans_for(objects, tmp_path)
+        assert plan.env["HF_TOKEN"] == "hf_exported"
 
 
 class TestGang:

@@ -298,6 +298,9 @@ def _env_value(
             return None
         raise PodSpecUnsupported(f"env {item['name']}: ConfigMap {ref['name']!r} has no key {ref['key']!r}")
     if "secretKeyRef" in source:
+        # No Secrets here: the user's own environment stands in for them.
+        if item["name"] in env:
+            return env[item["name"]]
         if source["secretKeyRef"].get("optional"):
             return None
         raise PodSpecUnsupported(
