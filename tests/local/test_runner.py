@@ -260,7 +260,7 @@ def test_failure_shows_last_log_lines_and_one_line_cause(tmp_path: Path, tiny_mo
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path: Path, tiny_model: Path) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", keyword_rows(80))
-    doc = manifest("stoppable", tiny_model, data.name, epochs=8, global_batch=4, micro_batch=4, checkpoint_every=20)
+    doc = manifest("stoppable", tiny_model, data.name, epochs=5, global_batch=4, micro_batch=4, checkpoint_every=20)
     job = write_manifest(tmp_path / "job.yaml", doc)
     args = [sys.executable, "-m", "tests.local.kadapt_cli", "run", str(job), "--run-dir", str(tmp_path / "run")]
     latest = tmp_path / "run" / "pvc" / "models" / "stoppable" / "checkpoints" / "latest"
