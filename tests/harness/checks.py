@@ -51,6 +51,7 @@ def start_gang(
 ) -> list[dict[str, Any]]:
     """Play the Job controller and the kubelet: create the Job's pods and make them run."""
     job = cluster.wait_for(lambda: cluster.get(JOBS, ns, name), message=f"Job {name}")
+    assert job is not None
     pods = []
     for i in range(workers):
         pod = cluster.make_pod(job, i, progress_port=progress_port)

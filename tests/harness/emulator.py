@@ -19,6 +19,7 @@ controller, the kubelet and the garbage collector explicitly (``set_status``,
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime
 import itertools
@@ -213,10 +214,10 @@ class Emulator(kmock.KubernetesEmulator, _LinearDispatch):
         return await super().__call__(raw_request)
 
     def _status_resources(self) -> set[str]:
-        return {str(r) for r, info in self.resources.items() if "status" in info.subresources}
+        return {str(r) for r, info in self.resources.items() if "status" in getattr(info, "subresources", ())}
 
     def _current(self, request: rendering.Request) -> dict[str, Any] | None:
-        key = (request.resource, request.namespace, request.name)
+        key: Any = (request.resource, request.namespace, request.name)
         if key in self.objects and not self.objects[key].deleted:
             raw: dict[str, Any] = self.objects[key].raw
             return raw
@@ -277,7 +278,7 @@ class Emulator(kmock.KubernetesEmulator, _LinearDispatch):
     ) -> list[Any]:
         """Objects a request addresses: one dict lookup for a named object (KMock scans them all)."""
         if request.name is not None and (strict or request.namespace is not None):
-            key = (request.resource, request.namespace, request.name)
+            key: Any = (request.resource, request.namespace, request.name)
             return [self.objects[key]] if key in self.objects else []
         return [
             obj
@@ -506,7 +507,7 @@ class Cluster:
         return self.in_loop(lambda: self.emulator.store(resource, obj))
 
     # -- playing the controllers the emulator lacks ---------------------------
-    def collect_garbage(self) -> list[tuple[str, str | None, str]]:
+    def collect_garbage(self) -> builtins.list[tuple[str, str | None, str]]:
         """Delete objects whose owners are gone (the garbage collector's job), over HTTP."""
         uids = {o["metadata"].get("uid") for res in (AJOBS, JOBS) for o in self.list(res)}
         deleted = []
@@ -571,7 +572,7 @@ class Cluster:
         return self.get(PODS, meta["namespace"], created["metadata"]["name"]) or created
 
     # -- what the operator did ---------------------------------------------------
-    def operator_requests(self) -> list[RequestRecord]:
+    def operator_requests(self) -> builtins.list[RequestRecord]:
         """Every API request not made by this harness (i.e. by the operator)."""
 
         def read() -> list[RequestRecord]:
@@ -594,7 +595,7 @@ class Cluster:
     @contextlib.contextmanager
     def operator(
         self,
-        namespaces: list[str] | None = None,
+        namespaces: builtins.list[str] | None = None,
         settings_overrides: dict[str, Any] | None = None,
         *,
         fast: bool = True,
@@ -619,7 +620,7 @@ class Cluster:
             raise RuntimeError(f"the operator failed: {handle.errors!r}")
 
     def wait_for(
-        self, predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, message: str = ""
+        self, predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05, message: str = ""
     ) -> T:
         """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
         deadline = time.monotonic() + timeout

@@ -41,7 +41,12 @@ def fail_pod(cluster: Cluster, name: str, exit_code: int, *, disrupted: bool = F
 
 def new_incarnation(cluster: Cluster, name: str, old_uid: str) -> str:
     """Wait for the operator to recreate the Job (a new uid) and return it."""
-    return cluster.wait_for(lambda: (u := job_uid(cluster, name)) and u != old_uid and u, message="Job recreated")
+
+    def recreated() -> str | None:
+        uid = job_uid(cluster, name)
+        return uid if uid and uid != old_uid else None
+
+    return cluster.wait_for(recreated, message="Job recreated")
 
 
 def test_worker_failure_restarts_the_gang_counted_until_backoff_limit(

@@ -30,7 +30,7 @@ def test_200_jobs_created_at_once_are_all_reconciled_none_twice() -> None:
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda n: cluster.create(AJOBS, job_manifest(n, NS)), names))
 
-        def phases() -> Counter[str]:
+        def phases() -> Counter[str | None]:
             return Counter((o.get("status") or {}).get("phase") for o in cluster.list(AJOBS, NS))
 
         cluster.wait_for(lambda: phases()["Created"] == MANY, timeout=120, interval=0.5, message="all Created")

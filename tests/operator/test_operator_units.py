@@ -43,7 +43,7 @@ def terminated(code: int) -> dict[str, Any]:
 
 
 def test_pod_view_reads_a_progress_port_annotation() -> None:
-    meta = {"name": "p", "annotations": {st.PROGRESS_PORT_ANNOTATION: "40123"}}
+    meta: dict[str, Any] = {"name": "p", "annotations": {st.PROGRESS_PORT_ANNOTATION: "40123"}}
     assert st.pod_view({"metadata": meta}).progress_port == 40123
     meta["annotations"][st.PROGRESS_PORT_ANNOTATION] = "http"
     assert st.pod_view({"metadata": meta}).progress_port is None
@@ -136,9 +136,8 @@ def test_progress_status_maps_the_report() -> None:
     assert out["parameters"] == {"trainable": 10, "total": 1000, "percent": 1.0}
     assert out["strategy"] == {"resolved": "partial", "reason": "medium data"}
     assert out["lastCheckpoint"] == "pvc://c/1"
-    assert (
-        rank0([pod(1, phase="Running", podIP="10.0.0.2"), pod(0, phase="Running", podIP="10.0.0.1")]).ip == "10.0.0.1"
-    )  # type: ignore[union-attr]
+    first = rank0([pod(1, phase="Running", podIP="10.0.0.2"), pod(0, phase="Running", podIP="10.0.0.1")])
+    assert first is not None and first.ip == "10.0.0.1"
 
 
 def test_runtime_options_reject_ambiguous_scopes() -> None:
