@@ -282,6 +282,11 @@ class Runtime:
             decision = costing.namespace_budget_decision(
                 key[0], self.settings.namespace_budgets, self.namespace_spent(key[0]), currency=self.settings.currency
             )
+        held = st.condition(status, st.BUDGET_EXCEEDED)
+        if not decision.exceeded and held is not None and held.get("status") == st.TRUE and trigger != Trigger.SPEC:
+            # Only a spec change (a raised budget) lifts a budget stop; pod events and ticks keep it,
+            # or the headroom the tick adds would suspend and resume the job by turns.
+            decision = costing.BudgetDecision(True, str(held.get("reason")), str(held.get("message") or ""))
         if job.spec.run_policy.suspend:
             suspend_reason: str | None = st.Reason.SUSPENDED_BY_USER
         elif decision.exceeded:
