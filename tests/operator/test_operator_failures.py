@@ -133,7 +133,7 @@ def test_active_deadline_fails_the_job(cluster: Cluster, operator: OperatorHandl
 def test_invalid_job_stored_past_admission_fails_with_the_field_and_others_still_run(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
-    bad = job_manifest("broken", NS, training={"globalBatchSize": 10, "microBatchSize": 4})
+    bad = job_manifest("broken", NS, training={"globalBatchSize": 10, "microBatchSize": 4}, runPolicy={})
     bad["spec"]["resources"] = {"workers": 0}
     cluster.create(AJOBS, bad)  # the emulator runs no admission: as if the CRD's rules were bypassed
     cluster.create(AJOBS, job_manifest("healthy", NS))
@@ -151,3 +151,11 @@ def test_invalid_job_stored_past_admission_fails_with_the_field_and_others_still
     cluster.wait_for(lambda: cluster.get(JOBS, NS, "healthy"), message="the operator keeps serving")
     # Fixing the spec is a spec change: it does not resurrect a Failed job (create a new one instead).
     assert status_of(cluster, "broken")["phase"] == "Failed"
+
+
+def test_an_invalid_job_with_a_ttl_is_cleaned_up_too(cluster: Cluster, operator: OperatorHandle) -> None:
+    bad = job_manifest("broken-ttl", NS, runPolicy={"ttlSecondsAfterFinished": 0})
+    bad["spec"]["strategy"] = {"type": "no-such-strategy"}
+    cluster.create(AJOBS, bad)
+    cluster.wait_for(lambda: cluster.get(AJOBS, NS, "broken-ttl") is None, message="invalid job expired")
+    assert cluster.get(JOBS, NS, "broken-ttl") is None

@@ -242,10 +242,13 @@ class Runtime:
             job = self.parse(body)
         except SpecInvalid as exc:
             await self._fail_invalid(key, body, exc, now)
+            if trigger == Trigger.TICK:  # an invalid job expires too, if its TTL at least is readable
+                ttl = ((body.get("spec") or {}).get("runPolicy") or {}).get("ttlSecondsAfterFinished")
+                await self._expire(key, ttl if isinstance(ttl, int) and ttl >= 0 else None, status, now)
             return
         if status.get("phase") in st.TERMINAL_PHASES:
             if trigger == Trigger.TICK:
-                await self._expire(key, job, status, now)
+                await self._expire(key, job.spec.run_policy.ttl_seconds_after_finished, status, now)
             return
 
         annotations = meta.get("annotations") or {}
@@ -547,9 +550,8 @@ class Runtime:
             }
         return progress.changed_keys(status, fields)
 
-    async def _expire(self, key: Key, job: AdaptationJob, status: Mapping[str, Any], now: datetime) -> None:
+    async def _expire(self, key: Key, ttl: int | None, status: Mapping[str, Any], now: datetime) -> None:
         """ttlSecondsAfterFinished: delete the finished job (its children go with it)."""
-        ttl = job.spec.run_policy.ttl_seconds_after_finished
         done = st.parse_time(status.get("completionTime"))
         if ttl is None or done is None or now < done + timedelta(seconds=ttl):
             return
