@@ -181,3 +181,37 @@ def test_killed_worker_counts_a_restart_and_resumes_from_the_checkpoint(
     assert len(incarnations) == 2 and first.uid == incarnations[0]
     # The second gang picked up the first one's checkpoint instead of starting over.
     assert "kadapt: resumed from" in kubelet.log_of(name, 0)
+
+
+def test_budget_suspends_with_a_checkpoint_and_raising_it_resumes(
+    cluster: Cluster, kubelet: LocalKubelet, operator: OperatorHandle, run_dir: Path, tmp_path: Path
+) -> None:
+    name = "e2e-budget"
+    apply(cluster, tmp_path, job_doc(name, epochs=8, checkpoint_every=5, extra_spec={"budget": {"maxCost": 100}}))
+    checkpoint = run_dir / "pvc" / "models" / name / "checkpoints" / "latest"
+    wait_status(
+        cluster, name, lambda st: st.get("phase") == "Running" and checkpoint.exists(), 180, "Running, checkpointed"
+    )
+
+    # Lower the budget below what is spent: the operator suspends the Job, the pods stop.
+    lowered = kubectl(
+        cluster, "patch", "adaptationjob", name, "--type", "merge", "-p", '{"spec":{"budget":{"maxCost":0.0001}}}'
+    )
+    assert lowered.returncode == 0, lowered.stderr
+    suspended = wait_status(cluster, name, lambda st: st.get("phase") == "Suspended", 60, "Suspended")
+    assert condition(suspended, "BudgetExceeded")["status"] == "True"
+    cluster.wait_for(lambda: kubelet.current(name, NS) is None, timeout=60, message="pods stopped")
+    spent = suspended["cost"]["costSoFar"]
+    assert spent > 0.0001
+
+    # Raise it again: the gang comes back and continues from its checkpoint.
+    raised = kubectl(
+        cluster, "patch", "adaptationjob", name, "--type", "merge", "-p", '{"spec":{"budget":{"maxCost":100}}}'
+    )
+    assert raised.returncode == 0, raised.stderr
+    done = wait_status(cluster, name, finished, 300, "finished after resuming")
+    assert done["phase"] == "Succeeded", json.dumps(done, indent=2)
+    assert condition(done, "BudgetExceeded")["status"] == "False"
+    assert done.get("restarts", 0) == 0  # a budget stop is not a failure
+    assert done["cost"]["costSoFar"] >= spent
+    assert "kadapt: resumed from" in kubelet.log_of(name, 0)
