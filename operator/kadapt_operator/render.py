@@ -315,11 +315,20 @@ def render_service(job: AdaptationJob, settings: OperatorSettings) -> dict[str, 
     }
 
 
+#: torchrun behind the launcher that maps a signalled stop to exit code 143.
+LAUNCHER = ("python", "-m", "kadapt_trainer.launch")
+
+
 def torchrun_command(job: AdaptationJob) -> list[str]:
-    """The worker's command; ``$(JOB_COMPLETION_INDEX)`` is expanded by the kubelet."""
+    """The worker's command: torchrun through kadapt's launcher; the kubelet expands ``$(VAR)``.
+
+    The launcher (``kadapt_trainer.launch``) takes torchrun's arguments and keeps the trainer's
+    exit code 143 when the pod is stopped (torchrun itself exits 1 on SIGTERM), so the Job's
+    podFailurePolicy can tell a checkpointed stop from a crash.
+    """
     name = job.metadata.name
     return [
-        "torchrun",
+        *LAUNCHER,
         "--nnodes",
         str(job.spec.resources.workers),
         "--nproc-per-node",

@@ -210,7 +210,9 @@ def test_torchrun_command_and_gang_shape(workers: int, gpus: int, nproc: int) ->
         training={"globalBatchSize": batch, "microBatchSize": 8},
     )
     assert container(r)["command"] == [
-        "torchrun",
+        "python",
+        "-m",
+        "kadapt_trainer.launch",
         "--nnodes",
         str(workers),
         "--nproc-per-node",
