@@ -25,6 +25,14 @@ def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator:
     cluster.create(AJOBS, job_manifest("doomed", NS))
     checks.start_gang(cluster, "doomed", NS)
     cluster.wait_for(lambda: checks.status_of(cluster, "doomed", NS).get("phase") == "Running")
+    from prometheus_client import generate_latest
+
+    from kadapt_operator.metrics import METRICS
+
+    def series() -> bool:
+        return 'job_name="doomed"' in generate_latest(METRICS.registry).decode()
+
+    cluster.wait_for(series, message="per-job metrics series")
     cluster.delete(AJOBS, NS, "doomed")
     # No finalizer: the object is gone at once; the garbage collector follows the ownerReferences.
     assert cluster.get(AJOBS, NS, "doomed") is None
@@ -32,6 +40,7 @@ def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator:
     assert {(r, n) for r, _, n in removed} >= {(JOBS, "doomed"), (CONFIGMAPS, "doomed-config"), (SERVICES, "doomed")}
     cluster.collect_garbage()  # pods were owned by the Job
     assert not [p for p in cluster.list(PODS, NS) if p["metadata"]["name"].startswith("doomed-")]
+    cluster.wait_for(lambda: not series(), message="the job's metrics series removed")
     # The operator does not bring anything back.
     cluster.create(AJOBS, job_manifest("bystander", NS))
     cluster.wait_for(lambda: cluster.get(JOBS, NS, "bystander"))

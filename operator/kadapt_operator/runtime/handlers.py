@@ -582,6 +582,8 @@ class Runtime:
             index = self.indices.get(AJ_INDEX)
             keys = list(index.keys()) if index is not None else []
             await asyncio.gather(*(one(k) for k in keys))
+            if index is not None:  # a safety net for deletions whose watch event was missed
+                self.metrics.retain_jobs(k for k in index if index[k])
 
 
 def immutable_changes(diff: Iterable[Any]) -> list[str]:
@@ -675,8 +677,15 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         except ApiError as exc:
             raise kopf.TemporaryError(str(exc), delay=2) from exc
 
-    @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, optional=True, registry=registry)
-    async def forget(namespace: str | None, name: str, **_: Any) -> None:
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def forget(namespace: str | None, name: str, type: str, **_: Any) -> None:
+        """A deleted job: drop its metrics series and per-job memory (no finalizer needed).
+
+        ``on.delete(optional=True)`` runs only for objects held by a finalizer; the watch's
+        DELETED event is what a plain deletion produces.
+        """
+        if type != "DELETED":
+            return
         key = (namespace or DEFAULT_NAMESPACE, name)
         rt.metrics.remove_job(*key)
         rt.locks.pop(key, None)
