@@ -12,10 +12,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Metric, generate_latest
 
 from kadapt_trainer.config import ProgressReport
 
@@ -55,6 +56,24 @@ class Metrics:
         if with_gpu:
             self.gpu_util = Gauge(f"{PREFIX}_gpu_utilization_ratio", "GPU busy ratio.", ["gpu"], registry=r)
             self.gpu_mem = Gauge(f"{PREFIX}_gpu_memory_used_bytes", "GPU memory in use.", ["gpu"], registry=r)
+
+
+    def exposed(self) -> _WithoutCreated:
+        """What ``/metrics`` serves: the registry minus ``*_created`` series (not in the reference).
+
+        prometheus-client can only drop them process-wide; a view keeps that choice local.
+        """
+        return _WithoutCreated(self.registry)
+
+
+class _WithoutCreated:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
 
 
 def gpu_present() -> bool:
@@ -122,7 +141,7 @@ class Telemetry:
                     ctype = "application/json"
                 elif path == "/metrics":
                     telemetry.sample_gpus()
-                    body = generate_latest(telemetry.metrics.registry)
+                    body = generate_latest(telemetry.metrics.exposed())
                     ctype = CONTENT_TYPE_LATEST
                 elif path == "/healthz":
                     body = json.dumps({"ok": True, "state": telemetry.snapshot().state}).encode()
