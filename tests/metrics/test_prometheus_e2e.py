@@ -285,13 +285,7 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
 
             assert job_series()
             cluster.delete(AJOBS, NAMESPACE, JOB)
-            try:
-                wait_for("the job's series gone", lambda: not job_series(), timeout=20)
-            except AssertionError:
-                # Known: kopf runs on.delete(optional=True) only for objects that wait on a
-                # finalizer; a plain delete never calls the handler that removes the series.
-                pytest.xfail("operator: per-job series stay after the AdaptationJob is deleted "
-                             "(on.delete(optional=True) is never called without a finalizer)")
+            wait_for("the job's series gone", lambda: not job_series(), timeout=20)
         finally:
             if gang is not None:
                 gang.stop(grace=5)
