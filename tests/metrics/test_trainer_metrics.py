@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client.metrics_core import Metric
 
-from .promref import MetricRef
+from kadapt_trainer import telemetry as telemetry_mod
+from kadapt_trainer.config import ProgressReport
 
-telemetry_mod = pytest.importorskip("kadapt_trainer.telemetry", reason="kadapt_trainer.telemetry not available")
-ProgressReport = pytest.importorskip("kadapt_trainer.config").ProgressReport
+from .promref import MetricRef
 
 Scrape = Callable[[str], dict[str, Metric]]
 GPU_METRICS = {"kadapt_trainer_gpu_utilization_ratio", "kadapt_trainer_gpu_memory_used_bytes"}

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from tests.harness import checks
 from tests.harness.emulator import (
     AJOBS,
@@ -50,7 +48,7 @@ def test_200_jobs_created_at_once_are_all_reconciled_none_twice() -> None:
 
 
 def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
-    permissions = pytest.importorskip("kadapt_operator.permissions", reason="permissions.py not written yet")
+    from kadapt_operator import permissions
     with Cluster(namespaces=(NS,)) as cluster:
         with cluster.operator(settings_overrides={"restart_backoff_seconds": 0.0}):
             # Every path: create, run, fail and restart, suspend, budget, finish, TTL delete, invalid spec.
