@@ -28,7 +28,7 @@ RUN pip install --no-cache-dir -c constraints.txt "setuptools==84.2.1" \
  && test -f "/wheels/kadapt-${KADAPT_VERSION}-py3-none-any.whl"
 
 # ---------------------------------------------------------------------------------------------
-# operator-build: a virtual environment with kadapt[operator] (kopf, kubernetes, prometheus-client).
+# operator-build: a virtual environment with kadapt[operator] (kopf, aiohttp, prometheus-client).
 FROM ${PYTHON_IMAGE} AS operator-build
 ARG KADAPT_VERSION=0.1.0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
