@@ -178,7 +178,7 @@ def test_operator_target_resolves_without_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     installed = {_canon(i["metadata"]["name"]): i["metadata"]["version"]
                  for i in json.loads(report.read_text())["install"]}
-    assert {"kadapt", "kopf", "kubernetes", "prometheus-client", "aiohttp"} <= set(installed)
+    assert {"kadapt", "kopf", "prometheus-client", "aiohttp"} <= set(installed)
     assert not set(installed) & TRAINER_ONLY, sorted(set(installed) & TRAINER_ONLY)
     assert not [n for n in installed if n.startswith(("nvidia-", "torch"))]
     pins = constraints()
