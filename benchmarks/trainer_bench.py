@@ -381,6 +381,26 @@ class StepClock:
         return [st[s] - st[s - 1] for s in sorted(st) if s >= first and s - 1 in st]
 
 
+#: Which of kadapt's training backends each in-process run constructed (proof of what was measured).
+BACKENDS_USED: list[str] = []
+
+
+def _record_backends(recipe: Any) -> None:
+    """Note every backend the recipe builds, so a report shows cached vs engine runs for certain."""
+    for name in ("EngineBackend", "CachedHeadBackend"):
+        original = getattr(recipe, name)
+
+        def make(cls: Any, label: str) -> Any:
+            class Recorded(cls):
+                def __init__(self, *args: Any, **kwargs: Any) -> None:
+                    BACKENDS_USED.append(label)
+                    super().__init__(*args, **kwargs)
+
+            return Recorded
+
+        setattr(recipe, name, make(original, name))
+
+
 def _kadapt_run(spec: dict[str, Any], no_cache: bool) -> tuple[Any, Any, tuple[float, float], Path]:
     """kadapt's ``run(cfg)`` in this process; returns (report, config, (wall, CPU) seconds, output)."""
     from kadapt_trainer import dist, recipe
@@ -389,7 +409,10 @@ def _kadapt_run(spec: dict[str, Any], no_cache: bool) -> tuple[Any, Any, tuple[f
     cfg = trainer_config(spec, out / "output")
     if no_cache:
         # Head-only through the DeepSpeed engine, as the strategy would run without the cache.
+        if not hasattr(recipe, "_use_feature_cache"):
+            raise RuntimeError("kadapt_trainer.recipe._use_feature_cache is gone: update the no-cache switch")
         recipe._use_feature_cache = lambda cfg, spec: False
+    _record_backends(recipe)
     os.environ["KADAPT_PROGRESS_PORT"] = str(dist.free_port())
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -409,6 +432,7 @@ def run_kadapt_loop(spec: dict[str, Any]) -> dict[str, Any]:
         "trainable": report.trainable_params,
         "total": report.total_params,
         "run_seconds": seconds[0],
+        "backends": list(BACKENDS_USED),
         "peak_rss_end": peak_rss(),
         "peak_rss_override": clock.peak_at_last_step,
     }
@@ -420,6 +444,7 @@ def run_kadapt_e2e(spec: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "wall_seconds": seconds[0],
         "cpu_seconds": seconds[1],
+        "backends": list(BACKENDS_USED),
         "steps": report.step,
         "trainable": report.trainable_params,
         "total": report.total_params,

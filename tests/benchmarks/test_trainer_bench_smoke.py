@@ -97,6 +97,11 @@ def test_end_to_end_runs_do_the_same_steps(report: dict[str, Any]) -> None:
     assert set(runs) == {"head-only (cached)", "head-only (no cache)", "full"}
     steps = {r["steps"] for r in runs.values()}
     assert len(steps) == 1 and steps.pop() > 0
+    # The cache comparison compares what it says: the cached run trained on cached features,
+    # the other two through the DeepSpeed engine.
+    assert runs["head-only (cached)"]["backends"] == ["CachedHeadBackend"]
+    assert runs["head-only (no cache)"]["backends"] == ["EngineBackend"]
+    assert runs["full"]["backends"] == ["EngineBackend"]
     assert runs["head-only (cached)"]["trainable"] == runs["head-only (no cache)"]["trainable"]
     assert runs["head-only (cached)"]["trainable"] < runs["full"]["trainable"]
     for res in runs.values():
