@@ -936,7 +936,7 @@ def _yes(flag: bool) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown tables (what docs/benchmarks-trainer.md shows)."""
+    """The report as Markdown tables (what docs/benchmarks.md shows)."""
     lines: list[str] = []
     s = report["settings"]
     if "a" in report:
