@@ -407,16 +407,12 @@ def _kadapt_run(spec: dict[str, Any], no_cache: bool) -> tuple[Any, Any, tuple[f
 
     out = Path(tempfile.mkdtemp(prefix=f"{spec['kind']}-{spec['strategy']}-", dir=spec["work"]))
     cfg = trainer_config(spec, out / "output")
-    if no_cache:
-        # Head-only through the DeepSpeed engine, as the strategy would run without the cache.
-        if not hasattr(recipe, "_use_feature_cache"):
-            raise RuntimeError("kadapt_trainer.recipe._use_feature_cache is gone: update the no-cache switch")
-        recipe._use_feature_cache = lambda cfg, spec: False
     _record_backends(recipe)
     os.environ["KADAPT_PROGRESS_PORT"] = str(dist.free_port())
     t0 = time.perf_counter()
     c0 = time.process_time()
-    report = recipe.run(cfg)
+    # no_cache: head-only through the DeepSpeed engine, as the strategy would run without the cache.
+    report = recipe.run(cfg, feature_cache=not no_cache)
     return report, cfg, (time.perf_counter() - t0, time.process_time() - c0), out / "output"
 
 
