@@ -623,14 +623,19 @@ class Cluster:
         self, predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05, message: str = ""
     ) -> T:
         """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        last: T | None = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout}s waiting: {message or predicate!r} (last={last!r})")
+        return wait_for(message or repr(predicate), predicate, timeout=timeout, interval=interval)
+
+
+def wait_for(what: str, predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
 
 
 def start_operator(

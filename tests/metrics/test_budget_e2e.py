@@ -11,7 +11,6 @@ reported running times, to the second, across a suspension, a resume and an oper
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.harness.emulator import (
     SERVICES,
     Cluster,
     job_manifest,
+    wait_for,
 )
 from tests.local.tiny import keyword_rows, make_bert, write_jsonl
 
@@ -39,15 +39,6 @@ PRICE = 36.0  # per GPU-hour: one GPU-second costs 0.01
 T = TypeVar("T")
 
 
-def wait_for(what: str, predicate: Callable[[], T], timeout: float = 120.0, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
 
 
 def rfc3339(ts: datetime) -> str:

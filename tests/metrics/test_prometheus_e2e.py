@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest
+from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest, wait_for
 from tests.local.tiny import keyword_rows, make_bert, write_jsonl
 from tests.metrics.promref import check_against_reference, parse_reference, reference_source, scrape
 
@@ -109,15 +108,6 @@ class Prometheus:
         self.log.close()
 
 
-def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
 
 
 def check_dashboard_queries(prom: Prometheus, job: str) -> None:
