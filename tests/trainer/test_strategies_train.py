@@ -235,6 +235,8 @@ def _check(result: dict[str, Any], models: dict[str, Path], data: dict[str, Path
     assert report["strategy"] == resolved
     if strategy == "auto":
         assert "head-only" in report["strategy_reason"]
+    else:
+        assert report["strategy_reason"] == "as configured in spec.strategy.type"
     assert report["trainable_params"] == expected_trainable(models, arch, task, resolved)
     assert report["total_params"] >= report["trainable_params"]
     for kind in ("cls", "lm"):

@@ -265,11 +265,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _resolve_strategy(cfg: TrainerConfig, data: TextData, model: nn.Module) -> tuple[StrategySpec, str | None]:
+#: status.strategy.reason when the user chose the strategy (auto writes its own rule).
+REASON_CONFIGURED = "as configured in spec.strategy.type"
+
+
+def _resolve_strategy(cfg: TrainerConfig, data: TextData, model: nn.Module) -> tuple[StrategySpec, str]:
     """The concrete strategy (auto resolved here, with its reason)."""
     if cfg.strategy.type == StrategyType.AUTO:
         return resolve_auto(cfg, len(data.train.texts), model)
-    return cfg.strategy, None
+    return cfg.strategy, REASON_CONFIGURED
 
 
 def _use_feature_cache(cfg: TrainerConfig, spec: StrategySpec) -> bool:
@@ -353,7 +357,7 @@ def _run(
     m.parameters.set(applied.total_params)
     if info.is_main:
         print(
-            f"kadapt: strategy {applied.strategy} ({reason or 'as configured'}): "
+            f"kadapt: strategy {applied.strategy} ({reason}): "
             f"{applied.trainable_params} of {applied.total_params} parameters train; "
             f"{len(train)} train / {len(validation) if validation else 0} validation examples; "
             f"{plan.total_steps} steps",
