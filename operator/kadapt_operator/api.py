@@ -65,9 +65,11 @@ class ResourcesSpec(SpecModel):
         default="16Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$", description="Memory per pod."
     )
     shm_size: str = Field(default="2Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$", description="/dev/shm size.")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    priority_class_name: str | None = Field(default=None, min_length=1)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pods run only on nodes with these labels.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate (GPU nodes).")
+    priority_class_name: str | None = Field(
+        default=None, min_length=1, description="PriorityClass of the pods (preemption order)."
+    )
 
 
 class RunPolicySpec(SpecModel):
@@ -75,8 +77,12 @@ class RunPolicySpec(SpecModel):
 
     suspend: bool = Field(default=False, description="true stops the pods (checkpoint kept); false resumes.")
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Gang restarts after worker failures.")
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the job this long after it first started (restarts and pauses count)."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the finished AdaptationJob (not its output) after this long."
+    )
 
 
 def _immutable(**kw: Any) -> Any:

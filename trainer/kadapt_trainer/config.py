@@ -317,7 +317,9 @@ class BudgetSpec(SpecModel):
     """Spending limits: past either one the job is suspended, its checkpoint kept."""
 
     max_cost: float | None = Field(default=None, gt=0, description="In the operator's currency.")
-    max_gpu_hours: float | None = Field(default=None, gt=0, alias="maxGPUHours")
+    max_gpu_hours: float | None = Field(
+        default=None, gt=0, alias="maxGPUHours", description="GPU-hours, summed over pods (running time x GPUs)."
+    )
 
 
 class TrainerConfig(SpecModel):
