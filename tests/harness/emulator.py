@@ -60,6 +60,20 @@ CLUSTER_PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
 #: User-Agent of the harness's own requests, so the operator's requests can be told apart.
 HARNESS_AGENT = "kadapt-test-harness"
 
+_ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+def _namespaced(kind: str, *, status: bool = True) -> kmock.ResourceInfo:
+    """A built-in namespaced kind that the operator reads and writes."""
+    return kmock.ResourceInfo(
+        kind=kind,
+        singular=kind.lower(),
+        namespaced=True,
+        subresources={"status"} if status else set(),
+        verbs=set(_ALL_VERBS),
+    )
+
+
 _RESOURCES: dict[str, kmock.ResourceInfo] = {
     AJOBS: kmock.ResourceInfo(
         kind="AdaptationJob",
@@ -68,41 +82,13 @@ _RESOURCES: dict[str, kmock.ResourceInfo] = {
         shortnames={"aj"},
         categories={"kadapt"},
         subresources={"status"},
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        verbs=set(_ALL_VERBS),
     ),
-    JOBS: kmock.ResourceInfo(
-        kind="Job",
-        singular="job",
-        namespaced=True,
-        subresources={"status"},
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    ),
-    PODS: kmock.ResourceInfo(
-        kind="Pod",
-        singular="pod",
-        namespaced=True,
-        subresources={"status"},
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    ),
-    CONFIGMAPS: kmock.ResourceInfo(
-        kind="ConfigMap",
-        singular="configmap",
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    ),
-    SERVICES: kmock.ResourceInfo(
-        kind="Service",
-        singular="service",
-        namespaced=True,
-        subresources={"status"},
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    ),
-    EVENTS: kmock.ResourceInfo(
-        kind="Event",
-        singular="event",
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    ),
+    JOBS: _namespaced("Job"),
+    PODS: _namespaced("Pod"),
+    CONFIGMAPS: _namespaced("ConfigMap", status=False),
+    SERVICES: _namespaced("Service"),
+    EVENTS: _namespaced("Event", status=False),
     NAMESPACES: kmock.ResourceInfo(
         kind="Namespace", singular="namespace", namespaced=False, verbs={"get", "list", "watch"}
     ),
