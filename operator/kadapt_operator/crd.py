@@ -19,6 +19,7 @@ from kadapt_operator.api import (
     API_GROUP,
     API_VERSION,
     CATEGORY,
+    IMMUTABLE,
     KIND,
     PLURAL,
     SHORT_NAME,
@@ -26,6 +27,7 @@ from kadapt_operator.api import (
     AdaptationJobSpec,
     AdaptationJobStatus,
 )
+from kadapt_trainer.config import cel
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{CRD_NAME}.yaml"
@@ -117,9 +119,36 @@ def openapi_schema(model: type[Any], *, status: bool = False) -> dict[str, Any]:
     return schema
 
 
+def presence_rules(spec_schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Transition rules that keep optional immutable fields from being added or removed later.
+
+    A field's own ``self == oldSelf`` rule runs only when the field exists in both the old and
+    the new object, so an optional field without a default (``spec.image``, ``spec.queueName``)
+    could be added or removed after creation unnoticed, and the next gang restart would run
+    with it. The API server evaluates these rules on the parent (``spec``), where presence is
+    visible: ``has(self.image) == has(oldSelf.image)``.
+    """
+    required = set(spec_schema.get("required", []))
+    rules: list[dict[str, Any]] = []
+    for name, prop in spec_schema.get("properties", {}).items():
+        immutable = IMMUTABLE in prop.get("x-kubernetes-validations", [])
+        if not immutable or name in required or "default" in prop:
+            continue
+        rules.append(
+            cel(
+                f"has(self.{name}) == has(oldSelf.{name})",
+                f"spec.{name} is immutable once the job exists: it cannot be added or removed later; "
+                "create a new AdaptationJob (or use a new name) instead",
+                f".{name}",
+            )
+        )
+    return rules
+
+
 def build_crd() -> dict[str, Any]:
     """The full CustomResourceDefinition object."""
     spec_schema = openapi_schema(AdaptationJobSpec)
+    spec_schema.setdefault("x-kubernetes-validations", []).extend(presence_rules(spec_schema))
     status_schema = openapi_schema(AdaptationJobStatus, status=True)
     spec_schema["description"] = "What to adapt, how, with what, and within which limits."
     status_schema["description"] = "Observed state, written by the kadapt operator."

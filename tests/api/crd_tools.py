@@ -2,7 +2,8 @@
 
 The API server applies structural defaults, rejects unknown fields (kubectl's strict field
 validation), checks the OpenAPI v3 schema and then evaluates every ``x-kubernetes-validations``
-rule. Transition rules (those using ``oldSelf``) need an old object and are skipped here.
+rule. Transition rules (those using ``oldSelf``) run only on an update (:func:`update_errors`),
+and, as on the server, only where the node exists in both the old and the new object.
 """
 
 from __future__ import annotations
@@ -47,22 +48,33 @@ def unknown_fields(schema: dict[str, Any], obj: Any, path: str) -> list[str]:
     return found
 
 
-def cel_failures(schema: dict[str, Any], obj: Any, path: str) -> list[str]:
-    """Messages of the CEL rules that evaluate to false on ``obj`` (bottom-up like the server)."""
+_ABSENT = object()
+
+
+def cel_failures(schema: dict[str, Any], obj: Any, path: str, old: Any = _ABSENT) -> list[str]:
+    """Messages of the CEL rules that evaluate to false on ``obj`` (bottom-up like the server).
+
+    With ``old`` (an update), transition rules run too, with ``oldSelf`` bound to it; they are
+    skipped where the node is absent from the old object (list items are not correlated).
+    """
     failures: list[str] = []
     if isinstance(obj, dict) and "properties" in schema:
         for key, value in obj.items():
             if key in schema["properties"]:
-                failures += cel_failures(schema["properties"][key], value, f"{path}.{key}")
+                old_value = old.get(key, _ABSENT) if isinstance(old, dict) else _ABSENT
+                failures += cel_failures(schema["properties"][key], value, f"{path}.{key}", old_value)
     elif isinstance(obj, list) and "items" in schema:
         for i, item in enumerate(obj):
             failures += cel_failures(schema["items"], item, f"{path}[{i}]")
     env = celpy.Environment()
     for rule in schema.get("x-kubernetes-validations", []):
+        activation = {"self": celpy.json_to_cel(obj)}
         if "oldSelf" in rule["rule"]:
-            continue
+            if old is _ABSENT:
+                continue
+            activation["oldSelf"] = celpy.json_to_cel(old)
         program = env.program(env.compile(rule["rule"]))
-        result = program.evaluate({"self": celpy.json_to_cel(obj)})
+        result = program.evaluate(activation)
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             failures.append(f"{path}: {rule['message']}")
     return failures
@@ -80,3 +92,13 @@ def crd_errors(crd: dict[str, Any], obj: dict[str, Any]) -> list[str]:
     if errors:
         return errors
     return cel_failures(schema, obj, "")
+
+
+def update_errors(crd: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Every reason the API server would refuse an update from ``old`` (as stored) to ``new``."""
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = crd_errors(crd, new)
+    if errors:
+        return errors
+    stored = apply_defaults(schema, copy.deepcopy(old))
+    return cel_failures(schema, apply_defaults(schema, copy.deepcopy(new)), "", stored)
