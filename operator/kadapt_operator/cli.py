@@ -15,7 +15,7 @@ from typing import TypedDict
 import typer
 
 from kadapt_operator import __version__
-from kadapt_operator.validation import SpecInvalid, load_jobs
+from kadapt_operator.manifests import read_manifests, skipped_summary
 
 app = typer.Typer(
     name="kadapt",
@@ -33,6 +33,7 @@ class FileResult(TypedDict):
     valid: bool
     jobs: list[str]
     errors: list[dict[str, str]]
+    skipped: list[str]
 
 
 class OutputFormat(StrEnum):
@@ -42,29 +43,45 @@ class OutputFormat(StrEnum):
 
 @app.command()
 def validate(
-    files: list[Path] = typer.Argument(..., help="AdaptationJob manifests (YAML, several documents allowed)."),
+    files: list[Path] = typer.Argument(
+        ..., help="AdaptationJob manifests or folders (YAML, several documents allowed; other kinds are skipped)."
+    ),
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json."),
 ) -> None:
-    """Check manifests against the AdaptationJob API; exit 1 listing every error."""
-    results: list[FileResult] = []
-    for path in files:
-        try:
-            names = [j.metadata.name for j in load_jobs(path)]
-            results.append(FileResult(file=str(path), valid=True, jobs=names, errors=[]))
-        except SpecInvalid as exc:
-            errors = [e.to_dict() for e in exc.errors]
-            results.append(FileResult(file=str(path), valid=False, jobs=[], errors=errors))
+    """Check manifests against the AdaptationJob API; exit 1 listing every error.
+
+    Folders are searched for YAML files, and documents of other kinds (Secrets, claims,
+    kustomization files) are skipped and counted, so this runs in CI over a GitOps repository.
+    """
+    manifests = read_manifests(files)
+    results = [
+        FileResult(
+            file=str(m.path),
+            valid=m.valid,
+            jobs=[j.metadata.name for j in m.jobs],
+            errors=[e.to_dict() for e in m.errors],
+            skipped=[str(s) for s in m.skipped],
+        )
+        for m in manifests
+    ]
     ok = all(r["valid"] for r in results)
+    summary = skipped_summary(manifests)
     if output == OutputFormat.JSON:
-        typer.echo(json.dumps({"valid": ok, "files": results}, indent=2))
+        skipped = sum(len(r["skipped"]) for r in results)
+        typer.echo(json.dumps({"valid": ok, "skipped": skipped, "files": results}, indent=2))
     else:
         for r in results:
             if r["valid"]:
-                typer.echo(f"{r['file']}: valid ({', '.join(r['jobs'])})")
+                names = ", ".join(r["jobs"]) or "no AdaptationJob"
+                extra = f"; skipped {len(r['skipped'])}: {', '.join(r['skipped'])}" if r["skipped"] else ""
+                typer.echo(f"{r['file']}: valid ({names}){extra}")
             else:
                 typer.echo(f"{r['file']}: invalid", err=True)
                 for e in r["errors"]:
                     typer.echo(f"  {e['path']}: {e['message']}", err=True)
+        jobs = sum(len(r["jobs"]) for r in results)
+        if summary or len(results) > 1:
+            typer.echo(f"{jobs} AdaptationJob(s) in {len(results)} file(s)" + (f"; {summary}" if summary else ""))
     raise typer.Exit(0 if ok else 1)
 
 

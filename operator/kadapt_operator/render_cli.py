@@ -8,9 +8,10 @@ from typing import Any
 
 import typer
 
+from kadapt_operator.manifests import read_manifests, skipped_summary
 from kadapt_operator.render import cluster_warnings, render, to_yaml
 from kadapt_operator.settings import SettingsError, load_settings
-from kadapt_operator.validation import SpecError, SpecInvalid, load_jobs
+from kadapt_operator.validation import SpecError, SpecInvalid
 
 
 def _print_invalid(source: str, errors: list[SpecError]) -> None:
@@ -33,13 +34,14 @@ def render_files(files: list[Path], settings_file: Path | None) -> None:
         raise typer.Exit(1) from None
     objects: list[dict[str, Any]] = []
     ok = True
-    for path in files:
-        try:
-            jobs = load_jobs(path)
-        except SpecInvalid as exc:
-            _print_invalid(str(path), exc.errors)
+    manifests = read_manifests(files)
+    for manifest in manifests:
+        path = manifest.path
+        if not manifest.valid:
+            _print_invalid(str(path), manifest.errors)
             ok = False
             continue
+        jobs = manifest.jobs
         errors: list[SpecError] = []
         for i, job in enumerate(jobs):
             try:
@@ -52,6 +54,9 @@ def render_files(files: list[Path], settings_file: Path | None) -> None:
         if errors:
             _print_invalid(str(path), errors)
             ok = False
+    summary = skipped_summary(manifests)
+    if summary:
+        typer.echo(f"kadapt render: {summary}", err=True)
     if not ok:
         raise typer.Exit(1)
     sys.stdout.write(to_yaml(objects))
@@ -62,7 +67,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("render")
     def render_command(
-        files: list[Path] = typer.Argument(..., help="AdaptationJob manifests (YAML, several documents allowed)."),
+        files: list[Path] = typer.Argument(
+            ..., help="AdaptationJob manifests or folders (YAML, several documents allowed; other kinds are skipped)."
+        ),
         settings_file: Path | None = typer.Option(
             None,
             "--settings",
