@@ -297,6 +297,49 @@ def price_for(prices: Mapping[str, float] | PriceTable, gpu_type: str | None) ->
     )
 
 
+#: Metric label value of every GPU type the price table does not list.
+OTHER_GPU_TYPE = "other"
+#: Condition type and Event reason for a job whose GPU type the price table does not list.
+CONDITION_GPU_TYPE_KNOWN = "GPUTypeKnown"
+REASON_UNKNOWN_GPU_TYPE = "UnknownGPUType"
+
+
+def _table(prices: Mapping[str, float] | PriceTable) -> Mapping[str, float]:
+    return prices if isinstance(prices, Mapping) else prices.gpu_prices
+
+
+def is_priced(prices: Mapping[str, float] | PriceTable, gpu_type: str) -> bool:
+    """Whether ``gpu_type`` has its own price (``default`` itself counts as listed).
+
+    An unlisted type is priced at ``default`` silently; the operator warns about it, since a
+    typo (``nvidia-a10O``) would otherwise bill at the wrong price unnoticed.
+    """
+    return gpu_type in _table(prices)
+
+
+def gpu_type_label(prices: Mapping[str, float] | PriceTable, gpu_type: str) -> str:
+    """The ``gpu_type`` metric label: a key of the price table, or ``other``.
+
+    ``spec.resources.gpuType`` is free text written by tenants. Used as a label as is, every
+    distinct value would become a series that is never deleted (fleet counters outlive jobs);
+    bounding it to the platform's price table keeps the label set as small as that table.
+    """
+    return gpu_type if is_priced(prices, gpu_type) else OTHER_GPU_TYPE
+
+
+def unknown_gpu_type_message(prices: Mapping[str, float] | PriceTable, gpu_type: str) -> str:
+    """The condition and Event message for an unlisted GPU type: what happens and what to change."""
+    table = _table(prices)
+    known = ", ".join(sorted(k for k in table if k != DEFAULT_PRICE_KEY)) or "none besides default"
+    default = table.get(DEFAULT_PRICE_KEY)
+    priced = f"priced at the default {default:g} per GPU-hour" if default is not None else "not priced"
+    return (
+        f"spec.resources.gpuType {gpu_type!r} is not in the operator's price table (known: {known}); it is "
+        f"{priced} and counted as {OTHER_GPU_TYPE!r} in metrics; use a listed type, or ask the platform "
+        f"team to add gpuPrices.{gpu_type} to the operator config"
+    )
+
+
 def cost_of(gpu_seconds: float, price_per_gpu_hour: float) -> float:
     """Money for ``gpu_seconds`` at ``price_per_gpu_hour``."""
     return gpu_seconds / SECONDS_PER_HOUR * price_per_gpu_hour
