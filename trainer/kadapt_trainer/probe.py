@@ -1,0 +1,199 @@
+"""The linear probe: the task head fitted to convergence on cached backbone features.
+
+With a frozen backbone, head-only training is a small convex problem (multinomial logistic
+regression when the head is one Linear layer) on features computed once. A data scientist
+solves it in full batch with L-BFGS and picks the L2 strength on held-out data; stopping a
+stochastic optimiser after the few epochs that suit full fine-tuning leaves it far from the
+optimum. This module does the former, in torch (the trainer image has no scikit-learn):
+
+- the objective is scikit-learn's ``LogisticRegression`` objective divided by the number of
+  examples: ``mean cross-entropy + ||W||^2 / (2 C n)`` over the weight matrices (biases are
+  not penalised), so a ``C`` here means what it means there;
+- every ``C`` of the grid is fitted in turn, from strong to weak regularisation, each fit
+  warm-started from the previous one (a regularisation path), with full-batch L-BFGS and a
+  strong-Wolfe line search, in float64;
+- the ``C`` with the best validation accuracy wins (ties: lower validation loss, then the
+  stronger regularisation); without validation data scikit-learn's default ``C = 1`` is used.
+
+The same fit is the probe of ``auto`` (how well do the frozen features already serve the
+task?) and the LP-FT start of partial, full and LoRA (Kumar et al., 2022: fine-tuning from a
+converged linear probe distorts the pretrained features less than from a random head).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Inverse L2 strengths tried, in scikit-learn's convention (C = 1 is its default).
+DEFAULT_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+#: C when there is no validation data to choose with (scikit-learn's default).
+DEFAULT_C = 1.0
+#: L-BFGS iterations per candidate when the caller sets none (each one a full pass over the cache).
+DEFAULT_MAX_ITER = 200
+#: Gradient tolerance of L-BFGS (the max-norm of the gradient of the mean loss).
+GRAD_TOL = 1e-6
+SELECTED_BY_VALIDATION = "validation accuracy"
+SELECTED_BY_DEFAULT = "default C (no validation data)"
+
+
+@dataclass(frozen=True)
+class ProbeCandidate:
+    """One point of the regularisation path."""
+
+    c: float
+    train_accuracy: float
+    train_loss: float
+    val_accuracy: float | None
+    val_loss: float | None
+    iterations: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The chosen fit and the path that led to it (recorded in ``kadapt-result.json``)."""
+
+    c: float
+    l2: float
+    selected_by: str
+    train_accuracy: float
+    train_loss: float
+    val_accuracy: float | None
+    val_loss: float | None
+    iterations: int
+    max_iterations: int
+    train_examples: int
+    candidates: list[ProbeCandidate] = field(default_factory=list)
+
+    @property
+    def gap(self) -> float | None:
+        """Train minus validation accuracy: how much the probe overfits."""
+        return None if self.val_accuracy is None else self.train_accuracy - self.val_accuracy
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``probe`` object of the result)."""
+        out = asdict(self)
+        out["regularization"] = "l2"
+        return out
+
+
+def _penalised(module: nn.Module) -> list[nn.Parameter]:
+    """Weight matrices (not biases, not norms): what scikit-learn's L2 term covers."""
+    return [p for p in module.parameters() if p.dim() >= 2]
+
+
+def _metrics(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``module`` on features ``x``."""
+    with torch.no_grad():
+        logits = module(x)
+        loss = float(nn.functional.cross_entropy(logits, y))
+        acc = float((logits.argmax(-1) == y).double().mean())
+    return acc, loss
+
+
+def _fit_one(module: nn.Module, x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> int:
+    """Full-batch L-BFGS on mean cross-entropy + l2/2 ||W||^2; returns the iterations used."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    penalised = _penalised(module)
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=max_iter * 2,
+        tolerance_grad=GRAD_TOL,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=False)
+        loss = nn.functional.cross_entropy(module(x), y)
+        if l2 > 0 and penalised:
+            loss = loss + 0.5 * l2 * sum((p * p).sum() for p in penalised)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    state = optimizer.state[params[0]] if params else {}
+    return int(state.get("n_iter", 0))
+
+
+def fit_probe(
+    head: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor | None = None,
+    val_y: torch.Tensor | None = None,
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> ProbeResult:
+    """Fit ``head`` in place to convergence on cached features; choose C on validation data.
+
+    Args:
+        head: the task head (any module mapping features to logits; for a Linear head the
+            problem is exactly multinomial logistic regression). Its weights are replaced.
+        train_x, train_y: cached training features and class ids.
+        val_x, val_y: cached validation features and class ids; without them ``DEFAULT_C``.
+        c_grid: inverse regularisation strengths to try (scikit-learn's C).
+        max_iter: L-BFGS iterations per candidate (each is one full pass over the features).
+
+    Returns:
+        The chosen C, its metrics and the whole path.
+
+    Raises:
+        ValueError: on empty training features or an empty grid.
+    """
+    n = int(train_y.numel())
+    if n == 0:
+        raise ValueError("fit_probe: no training features")
+    if not c_grid:
+        raise ValueError("fit_probe: c_grid is empty")
+    has_val = val_x is not None and val_y is not None and int(val_y.numel()) > 0
+    grid = sorted(set(c_grid)) if has_val else [DEFAULT_C]
+    dtype = next(head.parameters()).dtype
+    work = copy.deepcopy(head).to(device=train_x.device, dtype=torch.float64)
+    work.eval()  # dropout off: L-BFGS needs a deterministic objective
+    for p in work.parameters():
+        p.requires_grad_(True)
+    x = train_x.to(torch.float64)
+    y = train_y.to(torch.long)
+    vx = val_x.to(device=x.device, dtype=torch.float64) if has_val and val_x is not None else None
+    vy = val_y.to(device=x.device, dtype=torch.long) if has_val and val_y is not None else None
+
+    candidates: list[ProbeCandidate] = []
+    states: list[dict[str, torch.Tensor]] = []
+    for c in grid:
+        iterations = _fit_one(work, x, y, 1.0 / (c * n), max_iter)
+        train_acc, train_loss = _metrics(work, x, y)
+        val_acc = val_loss = None
+        if vx is not None and vy is not None:
+            val_acc, val_loss = _metrics(work, vx, vy)
+        candidates.append(ProbeCandidate(c, train_acc, train_loss, val_acc, val_loss, iterations))
+        states.append({k: v.detach().clone() for k, v in work.state_dict().items()})
+
+    def rank(i: int) -> tuple[float, float, float]:
+        cand = candidates[i]
+        return (cand.val_accuracy or 0.0, -(cand.val_loss if cand.val_loss is not None else math.inf), -cand.c)
+
+    best = max(range(len(candidates)), key=rank)
+    chosen = candidates[best]
+    head.load_state_dict({k: v.to(dtype) for k, v in states[best].items()})
+    return ProbeResult(
+        c=chosen.c,
+        l2=1.0 / (chosen.c * n),
+        selected_by=SELECTED_BY_VALIDATION if has_val else SELECTED_BY_DEFAULT,
+        train_accuracy=chosen.train_accuracy,
+        train_loss=chosen.train_loss,
+        val_accuracy=chosen.val_accuracy,
+        val_loss=chosen.val_loss,
+        iterations=chosen.iterations,
+        max_iterations=max_iter,
+        train_examples=n,
+        candidates=candidates,
+    )
