@@ -148,7 +148,8 @@ async def run_operator(
     ready_flag: threading.Event | None = None,
 ) -> None:
     """Run the kadapt operator until ``stop_flag`` is set (or forever)."""
-    from kadapt_operator.runtime.handlers import Runtime, build_registry
+    from kadapt_operator.runtime.handlers import build_registry
+    from kadapt_operator.runtime.world import Runtime
 
     runtime = Runtime(settings=settings, options=options)
     registry = build_registry(runtime)

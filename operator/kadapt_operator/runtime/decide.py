@@ -1,0 +1,247 @@
+"""The reconcile's decisions, as pure functions: observations in, decisions out.
+
+Nothing here reads a clock, calls the API server or touches metrics: each function takes
+what a reconcile step observed (the spec, the status as stored, the children, ``now``)
+and returns what should happen. The steps in :mod:`kadapt_operator.runtime.reconcile`
+gather the observations and carry the decisions out, so every branch of the restart,
+suspension and budget logic is unit-tested table by table without kopf or an API server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from kadapt_operator import cost as costing
+from kadapt_operator.runtime import status as st
+
+
+class Trigger(StrEnum):
+    """What woke the reconcile up: decides which optional steps run."""
+
+    SPEC = "spec"
+    CHILDREN = "children"
+    TICK = "tick"
+
+
+# -- budget and suspension -------------------------------------------------------------------
+@dataclass(frozen=True)
+class BudgetInputs:
+    """What the budget decision looks at, all read before it is made."""
+
+    job_budget: costing.BudgetDecision
+    #: The namespace budget's verdict; None when the namespace has none or the job already ran.
+    namespace_budget: costing.BudgetDecision | None
+    #: The stored BudgetExceeded condition, if any.
+    held: Mapping[str, Any] | None
+    #: Whether the job's spec sets a budget (then BudgetExceeded=False is shown too).
+    has_budget: bool
+    user_suspend: bool
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
+class BudgetOutcome:
+    """The budget verdict, why the Job should be suspended (or None), and the condition to set."""
+
+    decision: costing.BudgetDecision
+    suspend_reason: str | None
+    condition: st.CondUpdate | None
+    #: True when this reconcile is the one that stopped the job (count it once in metrics).
+    newly_exceeded: bool
+
+
+def decide_budget(inputs: BudgetInputs) -> BudgetOutcome:
+    """Whether a budget holds the job, and whether the user or the budget suspends it.
+
+    A job that has not run yet is held while its namespace is over budget. Only a spec
+    change (a raised budget) lifts a budget stop: pod events and ticks keep it, or the
+    headroom the tick adds would suspend and resume the job by turns.
+    """
+    decision = inputs.job_budget
+    if not decision.exceeded and inputs.namespace_budget is not None:
+        decision = inputs.namespace_budget
+    held = inputs.held
+    held_true = held is not None and held.get("status") == st.TRUE
+    if not decision.exceeded and held_true and inputs.trigger != Trigger.SPEC:
+        assert held is not None
+        decision = costing.BudgetDecision(True, str(held.get("reason")), str(held.get("message") or ""))
+    if inputs.user_suspend:
+        suspend_reason: str | None = st.Reason.SUSPENDED_BY_USER
+    elif decision.exceeded:
+        suspend_reason = st.Reason.BUDGET_EXCEEDED
+    else:
+        suspend_reason = None
+    condition: st.CondUpdate | None = None
+    if decision.exceeded:
+        condition = st.CondUpdate(st.BUDGET_EXCEEDED, st.TRUE, decision.reason, decision.message)
+    elif held is not None or inputs.has_budget:
+        condition = st.CondUpdate(st.BUDGET_EXCEEDED, st.FALSE, decision.reason, decision.message)
+    return BudgetOutcome(decision, suspend_reason, condition, decision.exceeded and not held_true)
+
+
+# -- children --------------------------------------------------------------------------------
+class ChildAction(StrEnum):
+    """What to do with the gang's children this reconcile."""
+
+    KEEP = "keep"
+    CREATE = "create"
+    #: Create again after a restart's backoff (and clear the restart-after mark).
+    RECREATE = "recreate"
+    #: Wait: the failed incarnation is still being deleted.
+    WAIT_FOR_DELETION = "wait-for-deletion"
+    SET_SUSPEND = "set-suspend"
+
+
+def decide_children(
+    *,
+    job_exists: bool,
+    job_suspended: bool,
+    want_suspend: bool,
+    restart_after: datetime | None,
+    old_incarnation_listed: bool,
+    trigger: Trigger,
+    now: datetime,
+) -> ChildAction:
+    """Create the children on a spec trigger, recreate them once a restart's backoff is over.
+
+    A Job that exists only has its ``suspend`` aligned with what the operator wants.
+    """
+    if job_exists:
+        return ChildAction.SET_SUSPEND if job_suspended != want_suspend else ChildAction.KEEP
+    if restart_after is None:
+        return ChildAction.CREATE if trigger == Trigger.SPEC else ChildAction.KEEP
+    if now < restart_after:
+        return ChildAction.KEEP
+    return ChildAction.WAIT_FOR_DELETION if old_incarnation_listed else ChildAction.RECREATE
+
+
+def resumed_at(suspended: Mapping[str, Any] | None, *, suspending: bool, now: datetime) -> datetime | None:
+    """Since when pods' ends no longer count as failures: the last resume (or now, when resuming).
+
+    Pods stopped by a suspension are not failures, even after the resume.
+    """
+    if suspended is None:
+        return None
+    if suspended.get("status") == st.TRUE:
+        return None if suspending else now
+    if suspended.get("status") == st.FALSE:
+        return st.parse_time(suspended.get("lastTransitionTime"))
+    return None
+
+
+# -- outcome: success, deadline, restart -----------------------------------------------------
+class Outcome(StrEnum):
+    """What the observation of the gang means for the job."""
+
+    CONTINUE = "continue"
+    SUCCEEDED = "succeeded"
+    DEADLINE = "deadline"
+    RESTART = "restart"
+    #: The gang was stopped after a failure and waits for its backoff.
+    WAITING_TO_RESTART = "waiting-to-restart"
+
+
+def deadline_passed(deadline_seconds: int | None, started: datetime | None, now: datetime) -> bool:
+    """Whether ``spec.runPolicy.activeDeadlineSeconds`` has run out since ``started``."""
+    return deadline_seconds is not None and started is not None and now - started >= timedelta(seconds=deadline_seconds)
+
+
+def decide_outcome(verdict: st.Verdict, *, deadline_passed: bool, job_exists: bool, restart_pending: bool) -> Outcome:
+    """The job's next move from the gang's verdict, the deadline and a pending restart."""
+    if verdict == st.Verdict.SUCCEEDED:
+        return Outcome.SUCCEEDED
+    if verdict == st.Verdict.DEADLINE or deadline_passed:
+        return Outcome.DEADLINE
+    if verdict in (st.Verdict.WORKER_FAILED, st.Verdict.DISRUPTED) and job_exists:
+        return Outcome.RESTART
+    if not job_exists and restart_pending:
+        return Outcome.WAITING_TO_RESTART
+    return Outcome.CONTINUE
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    """A failure or disruption handled: give up, or restart after ``delay_seconds``."""
+
+    give_up: bool
+    restarts: int
+    disruptions: int
+    delay_seconds: float
+    condition_reason: str
+    message: str
+    #: True for a worker failure (counts against backoffLimit), False for a disruption.
+    worker_failure: bool = True
+
+
+def decide_restart(
+    verdict: st.Verdict,
+    *,
+    restarts: int,
+    disruptions: int,
+    backoff_limit: int,
+    backoff_seconds: float,
+    backoff_max_seconds: float,
+    detail: str,
+) -> RestartPlan:
+    """Count a worker failure against ``backoffLimit`` (with backoff) or a disruption (free, at once)."""
+    if verdict == st.Verdict.WORKER_FAILED and restarts >= backoff_limit:
+        msg = f"{detail}; spec.runPolicy.backoffLimit ({backoff_limit}) restarts used up"
+        return RestartPlan(True, restarts, disruptions, 0.0, st.Reason.BACKOFF_LIMIT_EXCEEDED, msg)
+    if verdict == st.Verdict.WORKER_FAILED:
+        restarts += 1
+        delay = st.restart_delay(restarts, backoff_seconds, backoff_max_seconds)
+        reason: str = st.Reason.WORKER_FAILED
+        what = f"restart {restarts}/{backoff_limit} after a worker failure"
+    else:
+        disruptions += 1
+        delay = 0.0
+        reason = st.Reason.DISRUPTED
+        what = f"disruption {disruptions} (not counted against backoffLimit)"
+    msg = f"{what}: {detail}; the gang restarts from the latest checkpoint in {delay:g}s"
+    return RestartPlan(False, restarts, disruptions, delay, reason, msg, verdict == st.Verdict.WORKER_FAILED)
+
+
+def restart_conditions(plan: RestartPlan) -> list[st.CondUpdate]:
+    """The conditions a restart plan sets."""
+    if plan.give_up:
+        return [
+            st.CondUpdate(st.FAILED, st.TRUE, plan.condition_reason, plan.message),
+            st.CondUpdate(st.RESTARTING, st.FALSE, plan.condition_reason, plan.message),
+        ]
+    return [st.CondUpdate(st.RESTARTING, st.TRUE, plan.condition_reason, plan.message)]
+
+
+def deadline_conditions(deadline_seconds: int | None) -> list[st.CondUpdate]:
+    """Failed and not Running, naming the deadline."""
+    msg = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline_seconds}s); pods stopped"
+    return [
+        st.CondUpdate(st.FAILED, st.TRUE, st.Reason.DEADLINE_EXCEEDED, msg),
+        st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.DEADLINE_EXCEEDED, msg),
+    ]
+
+
+def waiting_conditions(updates: list[st.CondUpdate]) -> list[st.CondUpdate]:
+    """While the gang waits for its backoff, Running says so (replacing what the pods said)."""
+    kept = [u for u in updates if u.type != st.RUNNING]
+    return [*kept, st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.WORKER_FAILED, "waiting to restart the gang")]
+
+
+def settle_conditions(phase: str, old_status: Mapping[str, Any]) -> list[st.CondUpdate]:
+    """Conditions the new phase ends: Restarting, Suspended (a resume) and Failed=False on success."""
+    out: list[st.CondUpdate] = []
+    if phase != st.RESTARTING and st.condition(old_status, st.RESTARTING) is not None:
+        out.append(st.CondUpdate(st.RESTARTING, st.FALSE, st.Reason.NOT_RESTARTING, "the gang is up"))
+    if phase != st.SUSPENDED and st.is_true(old_status, st.SUSPENDED):
+        out.append(st.CondUpdate(st.SUSPENDED, st.FALSE, st.Reason.RESUMED, "resumed from the last checkpoint"))
+    if phase == st.SUCCEEDED and st.condition(old_status, st.FAILED) is None:
+        out.append(st.CondUpdate(st.FAILED, st.FALSE, st.Reason.JOB_COMPLETED, "finished without failing"))
+    return out
+
+
+def expired(ttl_seconds: int | None, completed: datetime | None, now: datetime) -> bool:
+    """Whether ``ttlSecondsAfterFinished`` has passed since the job finished."""
+    return ttl_seconds is not None and completed is not None and now >= completed + timedelta(seconds=ttl_seconds)

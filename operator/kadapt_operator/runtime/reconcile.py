@@ -1,0 +1,434 @@
+"""The one level-triggered reconcile, as a short list of named steps.
+
+Every trigger (an AdaptationJob created, resumed after a restart or its spec changed; an
+event on its Job or pods; the periodic tick) runs the same steps under a per-job lock:
+
+1. :func:`read_world`: the stored job, its parsed spec, its Job and pods, the clock;
+2. :func:`account_cost`: GPU time since the last look, into the status's cost ledger;
+3. :func:`decide_budget_and_suspension`: whether a budget or the user suspends the job;
+4. :func:`ensure_children`: create-or-adopt, recreate after a backoff, align ``suspend``;
+5. :func:`observe_pods`: phase and conditions from the current incarnation of the gang;
+6. :func:`decide_restart_or_failure`: success, deadline, gang restart or backoff exhausted;
+7. :func:`poll_progress`: rank 0's ``/progress`` on ticks;
+8. :func:`write_status_and_events`: one status patch, only when something changed, and one
+   Event per condition transition.
+
+The decisions themselves are pure functions in :mod:`kadapt_operator.runtime.decide`;
+the steps here gather observations and carry decisions out. The state a reconcile needs
+lives in the API server (status, a few ``kadapt.dev/`` annotations), never in memory: a
+restarted operator picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+
+from kadapt_operator import cost as costing
+from kadapt_operator.api import AdaptationJob
+from kadapt_operator.metrics import (
+    RESTART_DISRUPTION,
+    RESTART_FAILURE,
+    RESULT_FAILED,
+    RESULT_SUCCEEDED,
+    UsageKey,
+    sample_from_body,
+)
+from kadapt_operator.render import render
+from kadapt_operator.runtime import decide, progress
+from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime.apply import ChildConflict, apply_all
+from kadapt_operator.runtime.context import ReconcileContext
+from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
+from kadapt_operator.runtime.kube import ADAPTATION_JOBS, JOBS, ApiError
+from kadapt_operator.runtime.startup import PREFIX
+from kadapt_operator.runtime.world import JOB_INDEX, Key, Runtime, utcnow
+from kadapt_operator.validation import SpecInvalid
+
+log = logging.getLogger("kadapt.operator")
+
+#: uid of the Job incarnation whose failure was already handled (counted once, even after restarts).
+ANN_HANDLED_JOB = f"{PREFIX}/handled-job-uid"
+#: When the gang may be recreated after a failure (exponential backoff), RFC 3339.
+ANN_RESTART_AFTER = f"{PREFIX}/restart-after"
+#: How many jobs one tick works on at once (each may poll a trainer).
+TICK_CONCURRENCY = 16
+
+Step = Callable[[Runtime, ReconcileContext], Awaitable[None]]
+
+
+async def reconcile(rt: Runtime, key: Key, trigger: Trigger) -> None:
+    """Bring one AdaptationJob's children and status in line with its spec and its pods."""
+    async with rt.lock(key):
+        with rt.metrics.reconcile(str(trigger)):
+            ctx = await read_world(rt, key, trigger)
+            if ctx is None:
+                return
+            for step in STEPS:
+                await step(rt, ctx)
+
+
+# -- 1. read the world -------------------------------------------------------------------------
+async def read_world(rt: Runtime, key: Key, trigger: Trigger) -> ReconcileContext | None:
+    """The context of one reconcile; None when there is nothing (more) to reconcile."""
+    body = rt.body(key)
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    now = utcnow()
+    status: dict[str, Any] = dict(body.get("status") or {})
+    job = await parse_or_settle(rt, key, body, trigger, now)
+    if job is None:
+        return None
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    handled = annotations.get(ANN_HANDLED_JOB)
+    batch = rt.batch_job(key, meta.get("uid"))
+    if batch is not None and batch["metadata"].get("uid") == handled:
+        batch = None  # the failed incarnation, being deleted: not the gang any more
+    pods = rt.pods(key)
+    return ReconcileContext(
+        key=key,
+        trigger=trigger,
+        now=now,
+        body=body,
+        job=job,
+        old=status,
+        batch=batch,
+        handled_job_uid=handled,
+        restart_after=st.parse_time(annotations.get(ANN_RESTART_AFTER)),
+        pods=pods,
+        intervals=[p for p in (costing.pod_interval(d) for d in pods) if p is not None],
+        price=costing.price_for(rt.settings, job.spec.resources.gpu_type),
+        new={"observedGeneration": meta.get("generation")},
+        cost=dict(status.get("cost") or {}),
+    )
+
+
+async def parse_or_settle(
+    rt: Runtime, key: Key, body: dict[str, Any], trigger: Trigger, now: datetime
+) -> AdaptationJob | None:
+    """The parsed spec of a live job; None (after marking it Failed, or expiring it) otherwise.
+
+    An invalid spec is marked Failed; a finished job only has its TTL looked at, on ticks.
+    """
+    status: dict[str, Any] = body.get("status") or {}
+    try:
+        job = rt.parse(body)
+    except SpecInvalid as exc:
+        await fail_invalid(rt, key, body, exc, now)
+        if trigger == Trigger.TICK:  # an invalid job expires too, if its TTL at least is readable
+            ttl = ((body.get("spec") or {}).get("runPolicy") or {}).get("ttlSecondsAfterFinished")
+            await expire(rt, key, ttl if isinstance(ttl, int) and ttl >= 0 else None, status, now)
+        return None
+    if status.get("phase") in st.TERMINAL_PHASES:
+        if trigger == Trigger.TICK:
+            await expire(rt, key, job.spec.run_policy.ttl_seconds_after_finished, status, now)
+        return None
+    return job
+
+
+# -- 2. account cost ---------------------------------------------------------------------------
+async def account_cost(rt: Runtime, ctx: ReconcileContext) -> None:
+    """Accrue GPU time on every tick (the first write carries the price too)."""
+    if ctx.trigger == Trigger.TICK or not ctx.cost:
+        ctx.cost = accrue(rt, ctx, ctx.cost, ctx.old)
+        ctx.new["cost"] = ctx.cost
+
+
+def accrue(rt: Runtime, ctx: ReconcileContext, cost_status: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """``status.cost`` after counting the pods' GPU time up to now; adds the increase to the fleet counters."""
+    ledger = costing.CostLedger.from_status(cost_status)
+    accrual = costing.accrue(ledger, ctx.intervals, ctx.now)
+    eta = (status.get("progress") or {}).get("etaSeconds")
+    allocated = costing.allocated_gpus(ctx.intervals)
+    figures = costing.cost_figures(accrual.ledger.gpu_seconds, ctx.price, eta_seconds=eta, allocated_gpus=allocated)
+    if accrual.added_gpu_seconds:
+        spec = ctx.job.spec
+        usage = UsageKey(ctx.namespace, spec.queue_name or rt.settings.default_queue_name, spec.resources.gpu_type)
+        rt.metrics.add_usage(usage, accrual.added_gpu_seconds, costing.cost_of(accrual.added_gpu_seconds, ctx.price))
+    out = {
+        **cost_status,
+        **accrual.status_patch(),
+        **figures.to_status(),
+        "currency": rt.settings.currency,
+        "gpuType": ctx.job.spec.resources.gpu_type,
+    }
+    for name in ("gpuSeconds", "costSoFar", "projectedCost"):
+        if isinstance(out.get(name), float):
+            out[name] = round(out[name], 6)
+    return out
+
+
+# -- 3. budget and suspension ------------------------------------------------------------------
+async def decide_budget_and_suspension(rt: Runtime, ctx: ReconcileContext) -> None:
+    """Whether the job's budget, its namespace's budget or the user suspends it."""
+    spec = ctx.job.spec
+    gpu_seconds = float(ctx.cost.get("gpuSeconds") or 0.0)
+    tick = ctx.trigger == Trigger.TICK
+    headroom = rt.settings.poll_interval_seconds * costing.allocated_gpus(ctx.intervals) if tick else 0.0
+    job_budget = costing.budget_decision(
+        spec.budget,
+        gpu_seconds,
+        float(ctx.cost.get("costSoFar") or 0.0),
+        currency=rt.settings.currency,
+        headroom_gpu_seconds=headroom,
+        price_per_gpu_hour=ctx.price,
+    )
+    budgets = rt.settings.namespace_budgets
+    namespace_budget = None
+    if not job_budget.exceeded and ctx.namespace in budgets and not gpu_seconds:
+        spent = rt.namespace_spent(ctx.namespace)
+        namespace_budget = costing.namespace_budget_decision(
+            ctx.namespace, budgets, spent, currency=rt.settings.currency
+        )
+    outcome = decide.decide_budget(
+        decide.BudgetInputs(
+            job_budget=job_budget,
+            namespace_budget=namespace_budget,
+            held=st.condition(ctx.old, st.BUDGET_EXCEEDED),
+            has_budget=bool(spec.budget.max_cost or spec.budget.max_gpu_hours),
+            user_suspend=spec.run_policy.suspend,
+            trigger=ctx.trigger,
+        )
+    )
+    if outcome.newly_exceeded:
+        rt.metrics.record_budget_exceeded(ctx.namespace, outcome.decision.reason)
+    if outcome.condition is not None:
+        ctx.updates.append(outcome.condition)
+    ctx.suspend_reason = outcome.suspend_reason
+
+
+# -- 4. ensure children ------------------------------------------------------------------------
+async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
+    """Create-or-adopt the children on spec triggers, recreate them after a restart's backoff.
+
+    Raises:
+        kopf.TemporaryError: a child's name is taken by an object kadapt does not own.
+    """
+    want_suspend = ctx.suspend_reason is not None
+    action = decide.decide_children(
+        job_exists=ctx.batch is not None,
+        job_suspended=bool((ctx.batch or {}).get("spec", {}).get("suspend")),
+        want_suspend=want_suspend,
+        restart_after=ctx.restart_after,
+        old_incarnation_listed=any(
+            j["metadata"].get("uid") == ctx.handled_job_uid for j in rt.indexed(JOB_INDEX, ctx.key)
+        ),
+        trigger=ctx.trigger,
+        now=ctx.now,
+    )
+    try:
+        if action in (ChildAction.CREATE, ChildAction.RECREATE):
+            applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=want_suspend).objects())
+            ctx.batch, ctx.created_now = applied[-1].obj, True
+        if action == ChildAction.RECREATE:
+            await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
+            ctx.restart_after = None
+        if action == ChildAction.SET_SUSPEND and ctx.batch is not None:
+            patch = {"spec": {"suspend": want_suspend}}
+            ctx.batch = await rt.api().patch(JOBS, ctx.namespace, ctx.batch["metadata"]["name"], patch)
+    except ChildConflict as exc:
+        ctx.updates.append(st.CondUpdate(st.CREATED, st.FALSE, st.Reason.CHILD_CONFLICT, str(exc)))
+        ctx.phase = st.PENDING
+        await write_status_and_events(rt, ctx)
+        raise kopf.TemporaryError(str(exc), delay=60) from None
+    if ctx.batch is not None:
+        if ctx.created_now or not st.is_true(ctx.old, st.CREATED):
+            msg = f"created ConfigMap, Service and Job {ctx.batch['metadata']['name']}"
+            ctx.updates.append(st.CondUpdate(st.CREATED, st.TRUE, st.Reason.CHILDREN_CREATED, msg))
+        if not ctx.old.get("startTime"):
+            ctx.new["startTime"] = st.format_time(ctx.now)
+
+
+# -- 5. observe pods ---------------------------------------------------------------------------
+async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
+    """Phase and conditions from the current incarnation of the gang."""
+    ctx.views = [st.pod_view(p) for p in ctx.pods]
+    ctx.job_view = st.job_view(ctx.batch) if ctx.batch is not None else None
+    since = decide.resumed_at(
+        st.condition(ctx.old, st.SUSPENDED), suspending=ctx.suspend_reason is not None, now=ctx.now
+    )
+    obs = st.observe(
+        ctx.job_view,
+        ctx.views,
+        workers=ctx.job.spec.resources.workers,
+        suspend_reason=ctx.suspend_reason,
+        resumed_at=since,
+    )
+    ctx.observation = obs
+    ctx.phase = obs.phase
+    ctx.updates.extend(obs.conditions)
+
+
+# -- 6. restart or failure ---------------------------------------------------------------------
+async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
+    """Act on the gang's verdict: success, deadline, a gang restart, or waiting for one."""
+    assert ctx.observation is not None
+    deadline = ctx.job.spec.run_policy.active_deadline_seconds
+    started = st.parse_time(ctx.old.get("startTime") or ctx.new.get("startTime"))
+    outcome = decide.decide_outcome(
+        ctx.observation.verdict,
+        deadline_passed=decide.deadline_passed(deadline, started, ctx.now),
+        job_exists=ctx.job_view is not None,
+        restart_pending=ctx.restart_after is not None,
+    )
+    if outcome == Outcome.SUCCEEDED:
+        ctx.new["completionTime"] = st.format_time(ctx.now)
+        metrics = (ctx.old.get("output") or {}).get("metrics") or {}
+        ctx.new["output"] = {"uri": ctx.job.spec.output.uri, "metrics": metrics}
+        rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
+    elif outcome == Outcome.DEADLINE:
+        ctx.phase = st.FAILED
+        ctx.updates.extend(decide.deadline_conditions(deadline))
+        ctx.new["completionTime"] = st.format_time(ctx.now)
+        if ctx.batch is not None:
+            await rt.api().delete(JOBS, ctx.namespace, ctx.batch["metadata"]["name"])
+        rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
+    elif outcome == Outcome.RESTART:
+        ctx.phase = await restart(rt, ctx)
+    elif outcome == Outcome.WAITING_TO_RESTART:
+        ctx.phase = st.RESTARTING
+        ctx.updates = decide.waiting_conditions(ctx.updates)
+    ctx.updates.extend(decide.settle_conditions(ctx.phase, ctx.old))
+
+
+async def restart(rt: Runtime, ctx: ReconcileContext) -> str:
+    """Count a failure or a disruption once per Job incarnation, stop the gang, schedule it again."""
+    assert ctx.job_view is not None and ctx.observation is not None
+    jview = ctx.job_view
+    fresh = await rt.api().get(ADAPTATION_JOBS, ctx.namespace, ctx.name) or {}
+    fresh_status = fresh.get("status") or ctx.old
+    if ((fresh.get("metadata") or {}).get("annotations") or {}).get(ANN_HANDLED_JOB) == jview.uid:
+        return st.RESTARTING
+    # Count the GPU time of the pods about to be deleted, while they can still be seen.
+    ctx.new["cost"] = accrue(rt, ctx, dict(fresh_status.get("cost") or {}), fresh_status)
+    plan = decide.decide_restart(
+        ctx.observation.verdict,
+        restarts=int(fresh_status.get("restarts") or 0),
+        disruptions=int(fresh_status.get("disruptions") or 0),
+        backoff_limit=ctx.job.spec.run_policy.backoff_limit,
+        backoff_seconds=rt.settings.restart_backoff_seconds,
+        backoff_max_seconds=rt.settings.restart_backoff_max_seconds,
+        detail=ctx.observation.message,
+    )
+    ctx.updates.extend(decide.restart_conditions(plan))
+    if plan.give_up:
+        ctx.new["completionTime"] = st.format_time(ctx.now)
+        await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid})
+        rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
+        return st.FAILED
+    rt.metrics.record_restart(ctx.namespace, RESTART_FAILURE if plan.worker_failure else RESTART_DISRUPTION)
+    when = ctx.now + timedelta(seconds=plan.delay_seconds)
+    await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid, ANN_RESTART_AFTER: st.format_time(when)})
+    await rt.api().delete(JOBS, ctx.namespace, jview.name)
+    ctx.new["restarts"] = plan.restarts
+    ctx.new["disruptions"] = plan.disruptions
+    return st.RESTARTING
+
+
+# -- 7. progress -------------------------------------------------------------------------------
+async def poll_progress(rt: Runtime, ctx: ReconcileContext) -> None:
+    """On ticks of a running job: status fields from rank 0's /progress (nothing when it does not answer)."""
+    if ctx.phase != st.RUNNING or ctx.trigger != Trigger.TICK:
+        return
+    pod = progress.rank0(st.current_pods(ctx.views, ctx.job_view))
+    if pod is None or pod.ip is None or rt.http is None:
+        return
+    report = await progress.fetch(rt.http, pod.ip, pod.progress_port or rt.settings.progress_port)
+    if report is None:
+        return
+    fields = progress.progress_status(report)
+    if report.eta_seconds is not None:
+        figures = costing.cost_figures(
+            float(ctx.cost.get("gpuSeconds") or 0.0),
+            ctx.price,
+            eta_seconds=report.eta_seconds,
+            allocated_gpus=costing.allocated_gpus(ctx.intervals),
+        )
+        if figures.projected_cost is not None:
+            ctx.cost["projectedCost"] = round(figures.projected_cost, 6)
+    if report.eval_metrics:
+        metrics = {k: round(float(v), 4) for k, v in sorted(report.eval_metrics.items())}
+        fields["output"] = {"uri": ctx.job.spec.output.uri, "metrics": metrics}
+    ctx.new.update(progress.changed_keys(ctx.old, fields))
+
+
+# -- 8. status and events ----------------------------------------------------------------------
+async def write_status_and_events(rt: Runtime, ctx: ReconcileContext) -> None:
+    """One status patch when something changed, an Event per condition transition, the job's metrics."""
+    if ctx.phase == st.RUNNING and ctx.old.get("phase") != st.RUNNING:
+        created = st.parse_time((ctx.body.get("metadata") or {}).get("creationTimestamp"))
+        if created is not None:
+            rt.metrics.record_running(ctx.namespace, ctx.name, (ctx.now - created).total_seconds())
+    ctx.new["phase"] = ctx.phase
+    ctx.new["conditions"] = st.set_conditions(
+        ctx.old.get("conditions") or [], ctx.updates, now=ctx.now, generation=ctx.generation
+    )
+    written = await rt.write(ctx.key, ctx.body, ctx.new)
+    if ctx.trigger == Trigger.TICK:
+        rt.metrics.observe_job(sample_from_body(written, allocated=costing.allocated_gpus(ctx.intervals)))
+
+
+STEPS: tuple[Step, ...] = (
+    account_cost,
+    decide_budget_and_suspension,
+    ensure_children,
+    observe_pods,
+    decide_restart_or_failure,
+    poll_progress,
+    write_status_and_events,
+)
+
+
+# -- the ends of a job's life ------------------------------------------------------------------
+async def fail_invalid(rt: Runtime, key: Key, body: dict[str, Any], exc: SpecInvalid, now: datetime) -> None:
+    """A spec that slipped past admission: Failed, the message names the field; no children."""
+    status = body.get("status") or {}
+    message = "; ".join(str(e) for e in exc.errors)
+    if status.get("phase") == st.FAILED and (st.condition(status, st.FAILED) or {}).get("message") == message:
+        return
+    generation = (body.get("metadata") or {}).get("generation")
+    update = st.CondUpdate(st.FAILED, st.TRUE, st.Reason.INVALID_SPEC, message)
+    new = {
+        "phase": st.FAILED,
+        "observedGeneration": generation,
+        "completionTime": status.get("completionTime") or st.format_time(now),
+        "conditions": st.set_conditions(status.get("conditions") or [], [update], now=now, generation=generation),
+    }
+    await rt.write(key, body, new)
+    rt.metrics.record_completion(key[0], key[1], RESULT_FAILED)
+
+
+async def expire(rt: Runtime, key: Key, ttl: int | None, status: dict[str, Any], now: datetime) -> None:
+    """ttlSecondsAfterFinished: delete the finished job (its children go with it)."""
+    if not decide.expired(ttl, st.parse_time(status.get("completionTime")), now):
+        return
+    await rt.api().delete(ADAPTATION_JOBS, key[0], key[1])
+    log.info("deleted %s/%s: finished %ss ago, past ttlSecondsAfterFinished", key[0], key[1], ttl)
+
+
+# -- periodic work -----------------------------------------------------------------------------
+async def tick_forever(rt: Runtime) -> None:
+    """Every poll interval, reconcile every known job (progress, cost, budget, backoff, TTL)."""
+    sem = asyncio.Semaphore(TICK_CONCURRENCY)
+
+    async def one(key: Key) -> None:
+        async with sem:
+            try:
+                await reconcile(rt, key, Trigger.TICK)
+            except (ApiError, kopf.TemporaryError) as exc:
+                log.warning("tick %s/%s: %s", key[0], key[1], exc)
+            except Exception:  # one job's bug must not stop the others' ticks
+                log.exception("tick %s/%s failed", key[0], key[1])
+
+    while True:
+        await asyncio.sleep(rt.settings.poll_interval_seconds)
+        keys = rt.keys()
+        await asyncio.gather(*(one(k) for k in keys))
+        if rt.indices:  # a safety net for deletions whose watch event was missed
+            rt.metrics.retain_jobs(rt.keys())

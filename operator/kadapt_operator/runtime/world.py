@@ -1,0 +1,194 @@
+"""What the operator process knows of the cluster, shared by every reconcile.
+
+kopf's in-memory indices (AdaptationJobs, their batch Jobs, their pods), the objects this
+process wrote itself (newer than the indices until the watch catches up), the API client,
+per-job locks and the cache of validated specs. Nothing here decides anything: the steps
+in :mod:`kadapt_operator.runtime.reconcile` read the world through it and write through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import kopf
+
+from kadapt_operator import cost as costing
+from kadapt_operator.api import AdaptationJob
+from kadapt_operator.metrics import METRICS, OperatorMetrics
+from kadapt_operator.render import render
+from kadapt_operator.runtime import events
+from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime.kube import ADAPTATION_JOBS, KubeClient
+from kadapt_operator.runtime.startup import RuntimeOptions
+from kadapt_operator.settings import OperatorSettings
+from kadapt_operator.validation import SpecInvalid, validate_object
+
+AJ_INDEX = "kadapt_jobs"
+JOB_INDEX = "kadapt_batch_jobs"
+POD_INDEX = "kadapt_pods"
+#: Parsed specs kept (one per live job generation is enough).
+PARSE_CACHE_SIZE = 4096
+DEFAULT_NAMESPACE = "default"
+
+#: (namespace, name) of an AdaptationJob.
+Key = tuple[str, str]
+
+
+def utcnow() -> datetime:
+    """The operator's clock (UTC): read once per reconcile, into its context."""
+    return datetime.now(tz=UTC)
+
+
+def _rv(body: Mapping[str, Any] | None) -> int:
+    try:
+        return int((body or {}).get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _spec_object(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of the stored object that validation reads (no status, no server metadata noise)."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels", "annotations") if k in meta
+        },
+        "spec": body.get("spec"),
+    }
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: settings, the API client, per-job locks, index handles."""
+
+    settings: OperatorSettings
+    options: RuntimeOptions
+    metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
+    client: KubeClient | None = None
+    http: aiohttp.ClientSession | None = None
+    indices: dict[str, Any] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    #: The last object this process wrote per job: newer than the index until the watch catches up.
+    written: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    ticker: asyncio.Task[None] | None = None
+    #: Validated specs by (uid, generation): a pure function's results, so ticks stay cheap.
+    parsed: OrderedDict[tuple[str, int], AdaptationJob | SpecInvalid] = field(default_factory=OrderedDict)
+
+    def api(self) -> KubeClient:
+        """The API client kopf's login produced.
+
+        Raises:
+            kopf.TemporaryError: before the login handler ran (kopf retries).
+        """
+        if self.client is None:
+            raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
+        return self.client
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        """The per-job lock: one reconcile of a job at a time."""
+        return self.locks.setdefault(key, asyncio.Lock())
+
+    def indexed(self, name: str, key: Key) -> list[dict[str, Any]]:
+        """The objects of one kopf index under ``key``."""
+        index = self.indices.get(name)
+        if index is None or key not in index:
+            return []
+        return list(index[key])
+
+    def keys(self) -> list[Key]:
+        """Every AdaptationJob this replica knows."""
+        index = self.indices.get(AJ_INDEX)
+        return [key for key in list(index.keys()) if index[key]] if index is not None else []
+
+    def body(self, key: Key) -> dict[str, Any] | None:
+        """The freshest AdaptationJob known: the index, or what this process just wrote."""
+        stored = self.indexed(AJ_INDEX, key)
+        body = stored[0] if stored else None
+        mine = self.written.get(key)
+        if mine is not None and (body is None or _rv(mine) > _rv(body)):
+            if body is None:
+                return None  # deleted (or not seen yet): never act on a stale copy
+            return mine
+        if mine is not None:
+            self.written.pop(key, None)
+        return body
+
+    def namespace_spent(self, namespace: str) -> float:
+        """Money spent so far by every AdaptationJob of ``namespace`` (from the watched index)."""
+        index = self.indices.get(AJ_INDEX)
+        if index is None:
+            return 0.0
+        bodies = [body for key in list(index.keys()) if key[0] == namespace for body in index[key]]
+        return costing.namespace_spent(bodies, namespace)
+
+    def batch_job(self, key: Key, owner_uid: str | None) -> dict[str, Any] | None:
+        """The batch/v1 Job owned by this AdaptationJob, if it exists."""
+        for job in self.indexed(JOB_INDEX, key):
+            refs = job.get("metadata", {}).get("ownerReferences") or []
+            if any(r.get("uid") == owner_uid for r in refs):
+                return job
+        return None
+
+    def pods(self, key: Key) -> list[dict[str, Any]]:
+        """Every pod labelled with this job's name (all incarnations)."""
+        return self.indexed(POD_INDEX, key)
+
+    async def write(self, key: Key, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
+        """Patch the status keys that changed; post an Event per condition transition."""
+        old = body.get("status") or {}
+        patch = st.status_patch(old, new_status)
+        if not patch:
+            return dict(body)
+        result = await self.api().patch(ADAPTATION_JOBS, key[0], key[1], {"status": patch}, subresource="status")
+        self.written[key] = result
+        if "conditions" in patch:
+            events.post_transitions(body, st.transitions(old, patch["conditions"]))
+        phase = patch.get("phase")
+        if phase:
+            self.metrics.set_job_phase(key[0], key[1], phase)
+        return result
+
+    async def annotate(self, key: Key, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+        """Merge-patch kadapt's bookkeeping annotations on the AdaptationJob."""
+        result = await self.api().patch(
+            ADAPTATION_JOBS, key[0], key[1], {"metadata": {"annotations": dict(annotations)}}
+        )
+        self.written[key] = result
+        return result
+
+    def parse(self, body: Mapping[str, Any]) -> AdaptationJob:
+        """Validate the spec and check that it renders, once per (uid, generation).
+
+        Raises:
+            SpecInvalid: naming every field that is wrong.
+        """
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        cached = self.parsed.get(key)
+        if cached is None:
+            try:
+                job = validate_object(_spec_object(body))
+                render(job, self.settings)
+                cached = job
+            except SpecInvalid as exc:
+                cached = exc
+            self.parsed[key] = cached
+            while len(self.parsed) > PARSE_CACHE_SIZE:
+                self.parsed.popitem(last=False)
+        if isinstance(cached, SpecInvalid):
+            raise cached
+        return cached
+
+    def forget(self, key: Key) -> None:
+        """Drop a deleted job's metrics series and per-job memory."""
+        self.metrics.remove_job(*key)
+        self.locks.pop(key, None)
+        self.written.pop(key, None)

@@ -1,0 +1,416 @@
+"""The reconcile's pure decisions, table by table: budget, suspension, children, outcome, restart.
+
+No kopf, no API server, no clock: each row is the observations one reconcile step makes
+and the decision it must come to. Every branch of ``decide`` has a row.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kadapt_operator import cost as costing
+from kadapt_operator.runtime import decide
+from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(seconds=30)
+
+WITHIN = costing.BudgetDecision(False, costing.REASON_WITHIN_BUDGET, "within budget", 0.5)
+NO_BUDGET = costing.BudgetDecision(False, costing.REASON_WITHIN_BUDGET, "no budget set", None)
+OVER_COST = costing.BudgetDecision(True, costing.REASON_MAX_COST, "spent 5 of 4", 1.2)
+NS_WITHIN = costing.BudgetDecision(False, costing.REASON_WITHIN_BUDGET, "within namespace budget", 0.1)
+NS_OVER = costing.BudgetDecision(True, costing.REASON_NAMESPACE_BUDGET, "namespace over", 1.0)
+HELD = {"type": st.BUDGET_EXCEEDED, "status": st.TRUE, "reason": costing.REASON_MAX_COST, "message": "held"}
+RELEASED = {"type": st.BUDGET_EXCEEDED, "status": st.FALSE, "reason": costing.REASON_WITHIN_BUDGET, "message": "ok"}
+
+
+def budget_inputs(**kw: Any) -> decide.BudgetInputs:
+    base: dict[str, Any] = {
+        "job_budget": NO_BUDGET,
+        "namespace_budget": None,
+        "held": None,
+        "has_budget": False,
+        "user_suspend": False,
+        "trigger": Trigger.TICK,
+    }
+    return decide.BudgetInputs(**{**base, **kw})
+
+
+BUDGET_ROWS = [
+    # id, inputs, exceeded, reason of the decision, suspend reason, condition (status, reason) or None, newly
+    ("no budget, nothing held", {}, False, costing.REASON_WITHIN_BUDGET, None, None, False),
+    (
+        "budget set and within it: BudgetExceeded=False is shown",
+        {"job_budget": WITHIN, "has_budget": True},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        None,
+        (st.FALSE, costing.REASON_WITHIN_BUDGET),
+        False,
+    ),
+    (
+        "job budget reached: suspended, counted once",
+        {"job_budget": OVER_COST, "has_budget": True},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_MAX_COST),
+        True,
+    ),
+    (
+        "job budget still reached while held: not counted again",
+        {"job_budget": OVER_COST, "has_budget": True, "held": HELD},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_MAX_COST),
+        False,
+    ),
+    (
+        "namespace over budget holds a job that has not run",
+        {"namespace_budget": NS_OVER},
+        True,
+        costing.REASON_NAMESPACE_BUDGET,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_NAMESPACE_BUDGET),
+        True,
+    ),
+    (
+        "namespace within budget: its verdict is shown only once a condition exists",
+        {"namespace_budget": NS_WITHIN},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        None,
+        None,
+        False,
+    ),
+    (
+        "job budget wins over the namespace's",
+        {"job_budget": OVER_COST, "namespace_budget": NS_OVER, "has_budget": True},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_MAX_COST),
+        True,
+    ),
+    (
+        "a held stop is kept by a tick although the budget reads within",
+        {"job_budget": WITHIN, "has_budget": True, "held": HELD, "trigger": Trigger.TICK},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_MAX_COST),
+        False,
+    ),
+    (
+        "a held stop is kept by a pod event",
+        {"job_budget": WITHIN, "has_budget": True, "held": HELD, "trigger": Trigger.CHILDREN},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_MAX_COST),
+        False,
+    ),
+    (
+        "a spec change (raised budget) lifts the stop",
+        {"job_budget": WITHIN, "has_budget": True, "held": HELD, "trigger": Trigger.SPEC},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        None,
+        (st.FALSE, costing.REASON_WITHIN_BUDGET),
+        False,
+    ),
+    (
+        "a released condition stays shown after the budget is removed",
+        {"held": RELEASED},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        None,
+        (st.FALSE, costing.REASON_WITHIN_BUDGET),
+        False,
+    ),
+    (
+        "user suspend without a budget",
+        {"user_suspend": True},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        st.Reason.SUSPENDED_BY_USER,
+        None,
+        False,
+    ),
+    (
+        "user suspend wins as the reason over a budget stop",
+        {"user_suspend": True, "job_budget": OVER_COST, "has_budget": True},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.SUSPENDED_BY_USER,
+        (st.TRUE, costing.REASON_MAX_COST),
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "exceeded", "reason", "suspend", "condition", "newly"),
+    [row[1:] for row in BUDGET_ROWS],
+    ids=[row[0] for row in BUDGET_ROWS],
+)
+def test_decide_budget(
+    inputs: dict[str, Any],
+    exceeded: bool,
+    reason: str,
+    suspend: str | None,
+    condition: tuple[str, str] | None,
+    newly: bool,
+) -> None:
+    out = decide.decide_budget(budget_inputs(**inputs))
+    assert out.decision.exceeded is exceeded
+    assert out.decision.reason == reason
+    assert out.suspend_reason == suspend
+    if condition is None:
+        assert out.condition is None
+    else:
+        assert out.condition is not None
+        assert (out.condition.type, out.condition.status, out.condition.reason) == (st.BUDGET_EXCEEDED, *condition)
+    assert out.newly_exceeded is newly
+
+
+def test_a_kept_stop_repeats_the_held_message() -> None:
+    out = decide.decide_budget(budget_inputs(job_budget=WITHIN, has_budget=True, held=HELD))
+    assert out.condition is not None and out.condition.message == "held"
+
+
+CHILDREN_ROWS = [
+    # id, job_exists, job_suspended, want_suspend, restart_after, old listed, trigger, action
+    ("spec trigger creates", False, False, False, None, False, Trigger.SPEC, ChildAction.CREATE),
+    ("spec trigger creates suspended too", False, False, True, None, False, Trigger.SPEC, ChildAction.CREATE),
+    ("a pod event never creates", False, False, False, None, False, Trigger.CHILDREN, ChildAction.KEEP),
+    ("a tick never creates", False, False, False, None, False, Trigger.TICK, ChildAction.KEEP),
+    ("backoff not over yet", False, False, False, LATER, False, Trigger.TICK, ChildAction.KEEP),
+    ("backoff over: recreate", False, False, False, NOW, False, Trigger.TICK, ChildAction.RECREATE),
+    ("backoff over on a spec trigger", False, False, False, NOW, False, Trigger.SPEC, ChildAction.RECREATE),
+    (
+        "backoff over, old Job still listed",
+        False,
+        False,
+        False,
+        NOW,
+        True,
+        Trigger.TICK,
+        ChildAction.WAIT_FOR_DELETION,
+    ),
+    ("running and wanted running", True, False, False, None, False, Trigger.SPEC, ChildAction.KEEP),
+    ("suspended and wanted suspended", True, True, True, None, False, Trigger.TICK, ChildAction.KEEP),
+    ("suspend a running Job", True, False, True, None, False, Trigger.SPEC, ChildAction.SET_SUSPEND),
+    ("resume a suspended Job", True, True, False, None, False, Trigger.CHILDREN, ChildAction.SET_SUSPEND),
+]
+
+
+@pytest.mark.parametrize(
+    ("exists", "suspended", "want", "after", "listed", "trigger", "action"),
+    [row[1:] for row in CHILDREN_ROWS],
+    ids=[row[0] for row in CHILDREN_ROWS],
+)
+def test_decide_children(
+    exists: bool,
+    suspended: bool,
+    want: bool,
+    after: datetime | None,
+    listed: bool,
+    trigger: Trigger,
+    action: ChildAction,
+) -> None:
+    got = decide.decide_children(
+        job_exists=exists,
+        job_suspended=suspended,
+        want_suspend=want,
+        restart_after=after,
+        old_incarnation_listed=listed,
+        trigger=trigger,
+        now=NOW,
+    )
+    assert got == action
+
+
+EARLIER = NOW - timedelta(minutes=5)
+RESUMED_ROWS = [
+    ("never suspended", None, False, None),
+    ("suspended and staying so", {"status": st.TRUE}, True, None),
+    ("resuming right now", {"status": st.TRUE}, False, NOW),
+    ("resumed earlier", {"status": st.FALSE, "lastTransitionTime": st.format_time(EARLIER)}, False, EARLIER),
+    ("unknown status", {"status": "Unknown"}, False, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("cond", "suspending", "expected"), [r[1:] for r in RESUMED_ROWS], ids=[r[0] for r in RESUMED_ROWS]
+)
+def test_resumed_at(cond: dict[str, Any] | None, suspending: bool, expected: datetime | None) -> None:
+    assert decide.resumed_at(cond, suspending=suspending, now=NOW) == expected
+
+
+OUTCOME_ROWS = [
+    # id, verdict, deadline passed, job exists, restart pending, outcome
+    ("success", st.Verdict.SUCCEEDED, False, True, False, Outcome.SUCCEEDED),
+    ("success wins over a passed deadline", st.Verdict.SUCCEEDED, True, True, False, Outcome.SUCCEEDED),
+    ("the Job's own deadline", st.Verdict.DEADLINE, False, True, False, Outcome.DEADLINE),
+    ("the operator's deadline", st.Verdict.NONE, True, True, False, Outcome.DEADLINE),
+    ("deadline wins over a failure", st.Verdict.WORKER_FAILED, True, True, False, Outcome.DEADLINE),
+    ("worker failure", st.Verdict.WORKER_FAILED, False, True, False, Outcome.RESTART),
+    ("disruption", st.Verdict.DISRUPTED, False, True, False, Outcome.RESTART),
+    ("failure without a Job: nothing to restart", st.Verdict.WORKER_FAILED, False, False, False, Outcome.CONTINUE),
+    ("waiting for the backoff", st.Verdict.NONE, False, False, True, Outcome.WAITING_TO_RESTART),
+    ("running", st.Verdict.NONE, False, True, False, Outcome.CONTINUE),
+    ("not created yet", st.Verdict.NONE, False, False, False, Outcome.CONTINUE),
+]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "passed", "exists", "pending", "outcome"),
+    [r[1:] for r in OUTCOME_ROWS],
+    ids=[r[0] for r in OUTCOME_ROWS],
+)
+def test_decide_outcome(verdict: st.Verdict, passed: bool, exists: bool, pending: bool, outcome: Outcome) -> None:
+    got = decide.decide_outcome(verdict, deadline_passed=passed, job_exists=exists, restart_pending=pending)
+    assert got == outcome
+
+
+@pytest.mark.parametrize(
+    ("deadline", "started", "passed"),
+    [
+        (None, EARLIER, False),
+        (600, None, False),
+        (600, EARLIER, False),
+        (300, EARLIER, True),
+        (299, EARLIER, True),
+    ],
+)
+def test_deadline_passed(deadline: int | None, started: datetime | None, passed: bool) -> None:
+    assert decide.deadline_passed(deadline, started, NOW) is passed
+
+
+RESTART_ROWS = [
+    # id, verdict, restarts, disruptions, limit, give up, restarts after, disruptions after, delay, reason
+    ("first failure", st.Verdict.WORKER_FAILED, 0, 0, 3, False, 1, 0, 10.0, st.Reason.WORKER_FAILED),
+    ("backoff doubles", st.Verdict.WORKER_FAILED, 2, 0, 3, False, 3, 0, 40.0, st.Reason.WORKER_FAILED),
+    ("backoff is capped", st.Verdict.WORKER_FAILED, 6, 0, 10, False, 7, 0, 300.0, st.Reason.WORKER_FAILED),
+    ("limit used up", st.Verdict.WORKER_FAILED, 3, 1, 3, True, 3, 1, 0.0, st.Reason.BACKOFF_LIMIT_EXCEEDED),
+    ("limit 0 fails at once", st.Verdict.WORKER_FAILED, 0, 0, 0, True, 0, 0, 0.0, st.Reason.BACKOFF_LIMIT_EXCEEDED),
+    ("disruption is free and immediate", st.Verdict.DISRUPTED, 3, 0, 3, False, 3, 1, 0.0, st.Reason.DISRUPTED),
+    ("disruptions accumulate", st.Verdict.DISRUPTED, 0, 4, 3, False, 0, 5, 0.0, st.Reason.DISRUPTED),
+]
+
+
+@pytest.mark.parametrize(
+    (
+        "verdict",
+        "restarts",
+        "disruptions",
+        "limit",
+        "give_up",
+        "restarts_after",
+        "disruptions_after",
+        "delay",
+        "reason",
+    ),
+    [r[1:] for r in RESTART_ROWS],
+    ids=[r[0] for r in RESTART_ROWS],
+)
+def test_decide_restart(
+    verdict: st.Verdict,
+    restarts: int,
+    disruptions: int,
+    limit: int,
+    give_up: bool,
+    restarts_after: int,
+    disruptions_after: int,
+    delay: float,
+    reason: str,
+) -> None:
+    plan = decide.decide_restart(
+        verdict,
+        restarts=restarts,
+        disruptions=disruptions,
+        backoff_limit=limit,
+        backoff_seconds=10.0,
+        backoff_max_seconds=300.0,
+        detail="x-0 exited 1",
+    )
+    assert (plan.give_up, plan.restarts, plan.disruptions, plan.delay_seconds) == (
+        give_up,
+        restarts_after,
+        disruptions_after,
+        delay,
+    )
+    assert plan.condition_reason == reason
+    assert plan.worker_failure is (verdict == st.Verdict.WORKER_FAILED)
+    assert "x-0 exited 1" in plan.message
+    conds = {(c.type, c.status) for c in decide.restart_conditions(plan)}
+    if give_up:
+        assert conds == {(st.FAILED, st.TRUE), (st.RESTARTING, st.FALSE)}
+        assert f"backoffLimit ({limit})" in plan.message
+    else:
+        assert conds == {(st.RESTARTING, st.TRUE)}
+        assert f"in {delay:g}s" in plan.message
+
+
+def test_deadline_conditions_name_the_field() -> None:
+    conds = decide.deadline_conditions(60)
+    assert {(c.type, c.status, c.reason) for c in conds} == {
+        (st.FAILED, st.TRUE, st.Reason.DEADLINE_EXCEEDED),
+        (st.RUNNING, st.FALSE, st.Reason.DEADLINE_EXCEEDED),
+    }
+    assert all("activeDeadlineSeconds (60s)" in c.message for c in conds)
+
+
+def test_waiting_conditions_replace_what_the_pods_said_about_running() -> None:
+    said = [
+        st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.WAITING_FOR_JOB, "no Job"),
+        st.CondUpdate(st.BUDGET_EXCEEDED, st.FALSE, "WithinBudget"),
+    ]
+    out = decide.waiting_conditions(said)
+    assert [(c.type, c.reason) for c in out] == [
+        (st.BUDGET_EXCEEDED, "WithinBudget"),
+        (st.RUNNING, st.Reason.WORKER_FAILED),
+    ]
+
+
+def conds(*pairs: tuple[str, str]) -> dict[str, Any]:
+    return {"conditions": [{"type": t, "status": s} for t, s in pairs]}
+
+
+SETTLE_ROWS = [
+    ("nothing to settle", st.RUNNING, {}, []),
+    ("a restart is over", st.RUNNING, conds((st.RESTARTING, st.TRUE)), [(st.RESTARTING, st.Reason.NOT_RESTARTING)]),
+    ("still restarting", st.RESTARTING, conds((st.RESTARTING, st.TRUE)), []),
+    ("resumed", st.CREATED, conds((st.SUSPENDED, st.TRUE)), [(st.SUSPENDED, st.Reason.RESUMED)]),
+    ("still suspended", st.SUSPENDED, conds((st.SUSPENDED, st.TRUE)), []),
+    ("already resumed", st.RUNNING, conds((st.SUSPENDED, st.FALSE)), []),
+    ("success says it did not fail", st.SUCCEEDED, {}, [(st.FAILED, st.Reason.JOB_COMPLETED)]),
+    ("success keeps an earlier Failed condition", st.SUCCEEDED, conds((st.FAILED, st.FALSE)), []),
+]
+
+
+@pytest.mark.parametrize(("phase", "old", "expected"), [r[1:] for r in SETTLE_ROWS], ids=[r[0] for r in SETTLE_ROWS])
+def test_settle_conditions(phase: str, old: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    out = decide.settle_conditions(phase, old)
+    assert [(c.type, c.reason) for c in out] == expected
+    assert all(c.status == st.FALSE for c in out)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "completed", "expired"),
+    [
+        (None, EARLIER, False),
+        (60, None, False),
+        (600, EARLIER, False),
+        (300, EARLIER, True),
+        (0, NOW, True),
+    ],
+)
+def test_expired(ttl: int | None, completed: datetime | None, expired: bool) -> None:
+    assert decide.expired(ttl, completed, NOW) is expired
