@@ -60,6 +60,8 @@ CASES: tuple[Case, ...] = (
          Mode(peering=True), ("team-a", "team-b")),
     Case("two-replicas-all-namespaces", {"replicaCount": 2, "watch": {"allNamespaces": True}},
          Mode(all_namespaces=True, peering=True), ()),
+    Case("network-policy", {"watch": {"namespaces": ["team-a", "team-b"]}, "networkPolicy": {"enabled": True}},
+         Mode(), ("team-a", "team-b")),
 )
 CASE_IDS = [c.name for c in CASES]
 

@@ -40,6 +40,9 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("bad scrape interval", {"monitoring": {"serviceMonitor": {"interval": "often"}}},
      "/monitoring/serviceMonitor/interval"),
     ("annotations not strings", {"podAnnotations": {"a": {"b": 1}}}, "/podAnnotations/a"),
+    ("network policy typo", {"networkPolicy": {"enable": True}}, "/networkPolicy"),
+    ("network policy peer typo", {"networkPolicy": {"prometheusFrom": [{"namespaceSelecter": {}}]}},
+     "/networkPolicy/prometheusFrom/0"),
 ]
 
 
@@ -58,6 +61,8 @@ TEMPLATE_CHECKS: list[tuple[str, dict[str, Any], str]] = [
     ("backoff max below first", {"config": {"restartBackoffSeconds": 60, "restartBackoffMaxSeconds": 10}},
      "config.restartBackoffMaxSeconds must be at least config.restartBackoffSeconds"),
     ("metrics on the health port", {"metrics": {"port": 8080}}, "metrics.port and health.port must differ"),
+    ("network policy in every namespace", {"watch": {"allNamespaces": True}, "networkPolicy": {"enabled": True}},
+     "networkPolicy.enabled with watch.allNamespaces needs networkPolicy.namespaces"),
     ("metrics on the progress port", {"metrics": {"port": 9090}}, "metrics.port and config.progressPort must differ"),
     ("no ServiceAccount named", {"serviceAccount": {"create": False}},
      "serviceAccount.name is required when serviceAccount.create is false"),
