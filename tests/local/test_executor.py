@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from kadapt_operator.local.executor import (
     plan_pods,
     split_objects,
 )
+from tests.harness.emulator import wait_for
 
 JOB = "demo"
 CLAIM = "work"
@@ -240,12 +240,12 @@ class TestGang:
             assert seen["progress_port"] == str(plans[rank].progress_port)
 
     def test_one_failure_stops_the_gang(self, tmp_path: Path) -> None:
-        # Pod 1 fails at once; pod 0 would sleep for a minute: the gang must not wait for it.
+        # Pod 1 fails at once; pod 0 would wait for a signal forever: the gang must not wait for it.
         script = (
-            "import os, sys, time\n"
+            "import os, signal, sys\n"
             "if os.environ['JOB_COMPLETION_INDEX'] == '1':\n"
             "    print('ValueError: pod one is broken', flush=True); sys.exit(3)\n"
-            "time.sleep(60)\n"
+            "while True: signal.pause()\n"
         )
         plans = plans_for(rendered(2, [sys.executable, "-c", script]), tmp_path, grace_seconds=5)
         gang = Gang(plans)
@@ -261,22 +261,19 @@ class TestGang:
     def test_stop_sends_sigterm_then_kills(self, tmp_path: Path) -> None:
         # Pod 0 checkpoints on SIGTERM (exit 143); pod 1 ignores it and is killed after the grace period.
         script = (
-            "import os, signal, sys, time\n"
+            "import os, signal, sys\n"
             "if os.environ['JOB_COMPLETION_INDEX'] == '0':\n"
             "    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
             "else:\n"
             "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             "print('ready', flush=True)\n"
-            "time.sleep(60)\n"
+            "while True: signal.pause()\n"
         )
         plans = plans_for(rendered(2, [sys.executable, "-c", script]), tmp_path, grace_seconds=2)
         gang = Gang(plans)
         gang.start()
-        for pod in gang.pods:
-            for _ in range(100):
-                if pod.log_tail():
-                    break
-                time.sleep(0.1)
+        # both handlers are installed before the stop, on a loaded machine too
+        wait_for("both pods ready", lambda: all("ready" in pod.log_tail() for pod in gang.pods), timeout=120)
         gang.stop()
         result = gang.result()
         assert result.phase == GangPhase.STOPPED

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +27,9 @@ from typer.testing import CliRunner
 from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
 from kadapt_operator.local.runner import LocalRun, RunOptions, failure_cause, load_one_job, localise
 from kadapt_trainer.config import ProgressReport
+from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLDING_LINE
 from tests.conftest import EXAMPLES, ROOT
+from tests.harness.emulator import wait_for
 from tests.local.kadapt_cli import build_app
 from tests.local.tiny import keyword_rows, make_bert, manifest, write_jsonl
 
@@ -263,23 +265,34 @@ def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path: Path, tiny_mo
     doc = manifest("stoppable", tiny_model, data.name, epochs=5, global_batch=4, micro_batch=4, checkpoint_every=20)
     job = write_manifest(tmp_path / "job.yaml", doc)
     args = [sys.executable, "-m", "tests.local.kadapt_cli", "run", str(job), "--run-dir", str(tmp_path / "run")]
+    log_path = tmp_path / "run" / "logs" / "stoppable-0.log"
     latest = tmp_path / "run" / "pvc" / "models" / "stoppable" / "checkpoints" / "latest"
-    proc = subprocess.Popen([*args, "-o", "json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The trainer holds after step 20 (checkpointed: everySteps 20) until the stop arrives, so
+    # the interrupt lands mid-run however fast or slow this machine trains.
+    held = {**os.environ, HOLD_AFTER_STEP_ENV: "20"}
+    proc = subprocess.Popen(
+        [*args, "-o", "json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=held
+    )
     try:
-        deadline = time.monotonic() + 180
-        while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert latest.exists(), "no checkpoint within 3 minutes"
+
+        def holding() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended (exit {proc.returncode}) before it held at step 20")
+            return log_path.exists() and HOLDING_LINE.format(step=20) in log_path.read_text()
+
+        wait_for("the trainer to hold after step 20", holding, timeout=300)
+        assert latest.exists()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, stderr[-3000:]
     stopped = json.loads(stdout)
     assert stopped["status"] == "stopped"
     assert "Stopping" in stderr
-    assert 0 < stopped["progress"]["step"] < stopped["progress"]["totalSteps"]
+    assert 20 <= stopped["progress"]["step"] < stopped["progress"]["totalSteps"]
     assert stopped["lastCheckpoint"]
 
     again = subprocess.run(

@@ -37,6 +37,7 @@ from kadapt_trainer.data import Encoded, TextData, collate, encode, epoch_order,
 from kadapt_trainer.errors import BadInputError
 from kadapt_trainer.evaluate import ACCURACY, EVAL_LOSS, evaluate, improved
 from kadapt_trainer.features import CachedHeadTrainer, extract_features, steps_per_epoch
+from kadapt_trainer.hold import hold_after_step
 from kadapt_trainer.modeling import load_model, load_tokenizer, resolve_model_path, write_pooled_code
 from kadapt_trainer.strategies import AppliedStrategy, apply_strategy, find_head, resolve_auto
 from kadapt_trainer.telemetry import Telemetry, progress_port
@@ -468,6 +469,7 @@ def _run(
         if not saved and ((every and state.global_step % every == 0) or due_votes > 0 or (stop_votes > 0)):
             checkpoint()
             saved = True
+        hold_after_step(state.global_step, stop, info.is_main)  # KADAPT_HOLD_AFTER_STEP
         if stop_votes > 0:
             telemetry.update(state="stopped", message="stopped by signal; checkpoint saved")
             raise Stopped(telemetry.snapshot())
