@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kadapt_operator.api import AdaptationJob
 from kadapt_operator.cost import cost_of
@@ -144,6 +145,8 @@ class RunSummary:
     output_path: str | None = None
     last_checkpoint: str | None = None
     resumed: bool = False
+    #: The same rendered job had already succeeded in this run folder: nothing was run again.
+    already_finished: bool = False
     cause: str | None = None
     failed_pod: str | None = None
     log_tail: list[str] = field(default_factory=list)
@@ -174,6 +177,7 @@ class RunSummary:
             "output": self.output_path,
             "lastCheckpoint": self.last_checkpoint,
             "resumed": self.resumed,
+            "alreadyFinished": self.already_finished,
             "runDir": self.run_dir,
             "cause": self.cause,
             "failedPod": self.failed_pod,
@@ -323,8 +327,26 @@ def _read_result(output_dir: Path) -> ProgressReport | None:
         return None
 
 
-def _has_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
+#: A complete checkpoint is a ``step-N`` folder holding the trainer's manifest; the names are
+#: ``kadapt_trainer.checkpoint``'s (CHECKPOINT_PREFIX, MANIFEST_FILE), which imports torch, so
+#: they are not imported here.
+_CHECKPOINT_FOLDER = re.compile(r"^step-\d+$")
+_CHECKPOINT_MANIFEST = "kadapt-manifest.json"
+
+
+def has_complete_checkpoint(folder: Path) -> bool:
+    """Whether the trainers will resume: a complete ``step-N`` checkpoint exists in ``folder``.
+
+    A half-written ``.tmp-step-N`` folder (a run killed while saving, or before its first
+    checkpoint) is not one: the trainers skip it and start fresh, and the runner must not say
+    that it resumed.
+    """
+    if not folder.is_dir():
+        return False
+    return any(
+        p.is_dir() and _CHECKPOINT_FOLDER.match(p.name) and (p / _CHECKPOINT_MANIFEST).is_file()
+        for p in folder.iterdir()
+    )
 
 
 class LocalRun:
@@ -373,11 +395,37 @@ class LocalRun:
             env.setdefault("CUDA_VISIBLE_DEVICES", "")
         return env
 
+    def finished_result(self) -> ProgressReport | None:
+        """The earlier result of this very job in this run folder, when it succeeded.
+
+        "This very job" means the same rendered objects (spec, settings and overrides alike):
+        a changed manifest trains again; an unchanged one does not pay for the same run twice.
+        """
+        try:
+            previous = (self.run_dir / RENDERED_FILE).read_text()
+        except OSError:
+            return None
+        final = _read_result(self.output_dir)
+        if previous != to_yaml(self.rendered.objects()) or final is None or final.state != "succeeded":
+            return None
+        return final
+
     def execute(self, show_progress: bool = True) -> RunSummary:
         """Run the pods to the end, a failure, or Ctrl-C; return the summary (never raises for them)."""
+        done = self.finished_result()
+        if done is not None:
+            self.console.print(
+                f"{self.job.metadata.name}: already finished; output at {self.output_dir} "
+                f"(delete {self.output_dir / RESULT_FILE} to train it again)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return self._summary(
+                RunStatus.SUCCEEDED, EXIT_OK, done, done.wall_seconds, False, already_finished=True
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / RENDERED_FILE).write_text(to_yaml(self.rendered.objects()))
-        resumed = _has_checkpoint(self.checkpoint_dir)
+        resumed = has_complete_checkpoint(self.checkpoint_dir)
         # A result file from an earlier run must not pass for this run's.
         with contextlib.suppress(FileNotFoundError):
             (self.output_dir / RESULT_FILE).unlink()
@@ -491,6 +539,7 @@ class LocalRun:
         cause: str | None = None,
         failed_pod: str | None = None,
         log_tail: list[str] | None = None,
+        already_finished: bool = False,
     ) -> RunSummary:
         res = self.job.spec.resources
         price = self.settings.price_for(res.gpu_type)
@@ -522,6 +571,7 @@ class LocalRun:
             output_path=str(self.output_dir) if status == RunStatus.SUCCEEDED else None,
             last_checkpoint=report.last_checkpoint,
             resumed=resumed,
+            already_finished=already_finished,
             cause=cause,
             failed_pod=failed_pod,
             log_tail=log_tail or [],
@@ -550,7 +600,8 @@ def summary_table(summary: RunSummary) -> Table:
         table.add_row("train loss", f"{summary.loss:.4f}")
     table.add_row("steps", f"{summary.steps}/{summary.total_steps} (epoch {summary.epoch:.2f})")
     table.add_row("processes", f"{summary.workers} worker(s) x {summary.processes_per_worker}")
-    table.add_row("wall time", format_seconds(summary.wall_seconds) + (" (resumed)" if summary.resumed else ""))
+    note = " (resumed)" if summary.resumed else " (already finished: not run again)" if summary.already_finished else ""
+    table.add_row("wall time", format_seconds(summary.wall_seconds) + note)
     table.add_row(
         "cost",
         f"{summary.cost:.4f} {summary.currency} = {summary.gpu_equivalents} GPU-equivalent(s) x "
@@ -558,7 +609,7 @@ def summary_table(summary: RunSummary) -> Table:
         f"({summary.gpu_type})",
     )
     if summary.output_path:
-        table.add_row("output", summary.output_path)
+        table.add_row("output", Text(summary.output_path, overflow="fold"))
     if summary.last_checkpoint and summary.status != RunStatus.SUCCEEDED:
         table.add_row("checkpoint", summary.last_checkpoint)
     table.add_row("run dir", summary.run_dir)
@@ -583,6 +634,9 @@ def report(summary: RunSummary, output: OutputFormat, out: Console, err: Console
         out.print_json(json.dumps(summary.to_json()))
     else:
         out.print(summary_table(summary))
+        if summary.output_path and not out.is_terminal:
+            # Piped or logged: the table cell may fold a long path; scripts get it on one line.
+            out.print(f"output: {summary.output_path}", soft_wrap=True, highlight=False, markup=False)
 
 
 def print_invalid(exc: RunInvalid) -> None:
