@@ -10,14 +10,14 @@ reported running times, to the second, across a suspension, a resume and an oper
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLDING_LINE
 from tests.harness.emulator import (
     AJOBS,
     CONFIGMAPS,
@@ -80,14 +80,17 @@ class Kubelet:
     def job(self) -> dict[str, Any] | None:
         return self.cluster.get(JOBS, NAMESPACE, JOB)
 
-    def start(self) -> RanPod:
-        """Create pod 0 of the (unsuspended) Job and run it."""
+    def start(self, hold_after_step: int | None = None) -> RanPod:
+        """Create pod 0 of the (unsuspended) Job and run it (held after a step until stopped, if asked)."""
         from kadapt_operator.local.executor import Gang, plan_pods
 
         batch = self.job()
         assert batch is not None and not batch["spec"].get("suspend")
         cms = {cm["metadata"]["name"]: cm for cm in self.cluster.list(CONFIGMAPS, NAMESPACE)}
-        plans = plan_pods(batch, cms, self.cluster.get(SERVICES, NAMESPACE, JOB), self.opts)
+        opts = self.opts
+        if hold_after_step is not None:
+            opts = replace(opts, extra_env={**opts.extra_env, HOLD_AFTER_STEP_ENV: str(hold_after_step)})
+        plans = plan_pods(batch, cms, self.cluster.get(SERVICES, NAMESPACE, JOB), opts)
         pod = self.cluster.make_pod(batch, 0, ip="127.0.0.1")
         self.gang = Gang(plans)
         started = whole_second_now()
@@ -139,6 +142,14 @@ def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions") or [] if c.get("type") == kind), {})
 
 
+def operator_ticks() -> float:
+    """Periodic reconciles the in-process operator has completed (its reconcile histogram's count)."""
+    from kadapt_operator.metrics import METRICS
+
+    count = METRICS.registry.get_sample_value("kadapt_operator_reconcile_duration_seconds_count", {"handler": "tick"})
+    return count or 0.0
+
+
 def gpu_seconds(cluster: Cluster) -> float:
     return float((status(cluster).get("cost") or {}).get("gpuSeconds") or 0.0)
 
@@ -171,8 +182,12 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
             with cluster.operator(settings_overrides=settings):
                 cluster.create(AJOBS, manifest)
                 wait_for("the Job", kubelet.job, timeout=30)
-                first = kubelet.start()
-                wait_for("a first checkpoint in status", lambda: status(cluster).get("lastCheckpoint"), timeout=180)
+                # The trainer holds after step 20 (its first checkpoint) until the suspension's
+                # SIGTERM: the budget stop lands mid-run however fast this machine trains.
+                first = kubelet.start(hold_after_step=20)
+                wait_for("the trainer held at step 20", lambda: HOLDING_LINE.format(step=20) in first.log.read_text(),
+                         timeout=180)
+                wait_for("a first checkpoint in status", lambda: status(cluster).get("lastCheckpoint"), timeout=60)
 
                 # The budget becomes tiny: already spent, so the operator suspends the Job.
                 cluster.patch(AJOBS, NAMESPACE, JOB, {"spec": {"budget": {"maxCost": 0.001}}})
@@ -199,8 +214,10 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
                 assert spent == first.seconds > 0
 
             # The operator restarts: nothing in memory; the ledger is read back from status.
+            ticks_before = operator_ticks()
             with cluster.operator(settings_overrides=settings):
-                time.sleep(2.0)  # several ticks of the new operator while the job stays suspended
+                # several ticks of the new operator (counted, not timed) while the job stays suspended
+                wait_for("three ticks of the new operator", lambda: operator_ticks() >= ticks_before + 3, timeout=60)
                 assert gpu_seconds(cluster) == spent
                 assert status(cluster).get("phase") == "Suspended"
                 assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-")) == saved

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -22,11 +23,13 @@ from typing import Any
 import pytest
 import yaml
 
+from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV
 from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest, wait_for
 from tests.local.tiny import keyword_rows, make_bert, write_jsonl
 from tests.metrics.promref import check_against_reference, parse_reference, reference_source, scrape
 
-PROMETHEUS = shutil.which("prometheus")
+#: On PATH (Debian package, root install) or in the venv (scripts/install-prometheus.sh without root).
+PROMETHEUS = shutil.which("prometheus") or shutil.which("prometheus", path=str(Path(sys.executable).parent))
 NAMESPACE = "team-a"
 JOB = "prom-e2e"
 PRICE = 36.0  # per GPU-hour: one GPU-second costs 0.01
@@ -36,7 +39,8 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
         PROMETHEUS is None,
-        reason="the prometheus binary (Debian package prometheus) is absent; run scripts/install-prometheus.sh",
+        reason="no prometheus binary on PATH or in the venv (Debian package prometheus); "
+        "run scripts/install-prometheus.sh (root: apt-get; without root: apt-get download into .venv/bin)",
     ),
 ]
 
@@ -131,11 +135,23 @@ def check_dashboard_queries(prom: Prometheus, job: str) -> None:
     filled = dict(exprs)
     for name, value in variables.items():
         filled = {k: v.replace(name, value) for k, v in filled.items()}
-    results = {k: prom.query(v) for k, v in filled.items()}  # raises unless status == success
-    showing = {k.split(":", 1)[0] for k, r in results.items() if r}
-    for title in ("Jobs by phase", "Progress", "Training loss", "Throughput", "Cost by namespace (dashboard range)",
-                  "Cost per live job", "GPUs allocated"):
-        assert title in showing, f"dashboard panel {title!r} shows nothing; showing: {sorted(showing)}"
+    expected = ("Jobs by phase", "Progress", "Training loss", "Throughput", "Cost by namespace (dashboard range)",
+                "Cost per live job", "GPUs allocated")
+
+    missing: list[str] = list(expected)
+
+    def all_showing() -> bool:
+        results = {k: prom.query(v) for k, v in filled.items()}  # raises unless status == success
+        showing = {k.split(":", 1)[0] for k, r in results.items() if r}
+        missing[:] = [title for title in expected if title not in showing]
+        return not missing
+
+    # "Cost by namespace" is an increase() over the fleet cost counter: it shows something once
+    # Prometheus holds two samples of it that differ, i.e. a state a few scrapes away, not a time.
+    try:
+        wait_for("every main dashboard panel to show data", all_showing, timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"dashboard panels show nothing: {missing}") from exc
 
 
 @pytest.fixture
@@ -154,15 +170,17 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
     from kadapt_operator.local.executor import ExecOptions, Gang, plan_pods
 
     progress_port = free_port()
-    opts = ExecOptions(run_dir=tmp_path / "run", extra_env={"KADAPT_PROGRESS_PORT": str(progress_port)},
-                       grace_seconds=60.0)
+    # The trainer holds after step 5 until the test stops it: it is still running (and scraped)
+    # at every check below however fast this machine trains, and the stop lands mid-run.
+    opts = ExecOptions(run_dir=tmp_path / "run", grace_seconds=60.0,
+                       extra_env={"KADAPT_PROGRESS_PORT": str(progress_port), HOLD_AFTER_STEP_ENV: "5"})
     make_bert(opts.pvc_root / "models" / "tiny-bert")
     write_jsonl(opts.pvc_root / "data" / "reviews.jsonl", keyword_rows(60))
     manifest = job_manifest(
         JOB,
         NAMESPACE,
         strategy={"type": "head-only"},
-        # long enough to be scraped many times; the test stops it with SIGTERM
+        # far more steps than the hold at step 5; the test stops it with SIGTERM
         training={"epochs": 1000, "globalBatchSize": 8, "microBatchSize": 8, "earlyStopping": {"enabled": False}},
         resources={"workers": 1, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"},
     )
