@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from kadapt_operator import __version__
+from kadapt_operator.ledger import BudgetPeriod
 from kadapt_trainer.config import DEFAULT_PROGRESS_PORT
 
 #: Where the Helm chart mounts the settings file.
@@ -68,6 +69,11 @@ class OperatorSettings(BaseModel):
     restart_backoff_max_seconds: float = Field(default=600.0, ge=0)
     namespace_budgets: dict[str, float] = Field(
         default_factory=dict, description="Cost cap per namespace, in `currency`, over all its jobs."
+    )
+    namespace_budget_period: BudgetPeriod = Field(
+        default=BudgetPeriod.MONTH,
+        description="How long a namespace budget lasts before its spend starts again at zero (UTC): "
+        "month, week, day, or total (never).",
     )
 
     @field_validator("default_queue_name", mode="before")

@@ -203,6 +203,7 @@ def test_operator_config_is_what_the_settings_loader_reads(tmp_path: Path) -> No
             "pollIntervalSeconds": 30,
             "defaultQueueName": "team-queue",
             "namespaceBudgets": {"team-a": 500},
+            "namespaceBudgetPeriod": "week",
         },
         "metrics": {"port": 9100},
     }
@@ -218,6 +219,7 @@ def test_operator_config_is_what_the_settings_loader_reads(tmp_path: Path) -> No
     assert settings.poll_interval_seconds == 30
     assert settings.default_queue_name == "team-queue"
     assert settings.namespace_budgets == {"team-a": 500}
+    assert settings.namespace_budget_period == "week"
     assert settings.metrics_port == 9100
     c = _container(r)
     assert {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"] == 9100

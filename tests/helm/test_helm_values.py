@@ -28,6 +28,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("queue name with spaces", {"config": {"defaultQueueName": "my queue"}}, "/config/defaultQueueName"),
     ("non-positive namespace budget", {"config": {"namespaceBudgets": {"team-a": 0}}},
      "/config/namespaceBudgets/team-a"),
+    ("unknown budget period", {"config": {"namespaceBudgetPeriod": "year"}}, "/config/namespaceBudgetPeriod"),
     ("image tag with a space", {"image": {"tag": "v1 latest"}}, "/image/tag"),
     ("malformed digest", {"image": {"digest": "sha256:xyz"}}, "/image/digest"),
     ("bad pull policy", {"config": {"trainerImage": {"pullPolicy": "Sometimes"}}},
