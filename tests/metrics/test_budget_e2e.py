@@ -165,10 +165,10 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
     manifest = job_manifest(
         JOB,
         NAMESPACE,
-        # Full fine-tuning through the engine, long enough that the budget stop lands mid-run
-        # (cached head-only finishes 56 steps in well under a second).
+        # Full fine-tuning through the engine; the first pod holds after step 20 (below), so the
+        # budget stop lands mid-run without a long run: 4 epochs of 12 steps.
         strategy={"type": "full"},
-        training={"epochs": 40, "globalBatchSize": 4, "microBatchSize": 4, "earlyStopping": {"enabled": False}},
+        training={"epochs": 4, "globalBatchSize": 4, "microBatchSize": 4, "earlyStopping": {"enabled": False}},
         checkpoint={"everySteps": 20},
         resources={"workers": 1, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"},
         budget={"maxCost": 100.0},
