@@ -7,6 +7,7 @@ the others.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kadapt_operator.api import API_VERSION_FULL, AdaptationJob
@@ -35,6 +36,16 @@ COMPONENT_JOB = "training"
 COMPONENT_WORKER = "worker"
 
 CONFIG_MAP_SUFFIX = "-config"
+
+#: Kubernetes' limits on a DNS label (pod hostnames, Service names) and an object name.
+DNS_LABEL_MAX = 63
+DNS_SUBDOMAIN_MAX = 253
+
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def config_map_name(job_name: str) -> str:
@@ -113,3 +124,32 @@ def child_metadata(job: AdaptationJob, component: str, name: str | None = None) 
     if job.metadata.uid:
         meta["ownerReferences"] = [owner_reference(job)]
     return meta
+
+
+# -- what the API server accepts as a name ------------------------------------------------------
+def is_dns_subdomain(value: str) -> bool:
+    """A Kubernetes object name (Secrets, PVCs, PriorityClasses, LocalQueues)."""
+    return len(value) <= DNS_SUBDOMAIN_MAX and bool(_DNS_1123_SUBDOMAIN.match(value))
+
+
+def is_label_value(value: str) -> bool:
+    """A valid label value (empty allowed)."""
+    return len(value) <= DNS_LABEL_MAX and bool(_LABEL_VALUE.match(value))
+
+
+def is_qualified_name(value: str) -> bool:
+    """A label or taint key: ``[prefix/]name``, prefix a DNS subdomain."""
+    prefix, slash, name = value.rpartition("/")
+    if slash and not (prefix and is_dns_subdomain(prefix)):
+        return False
+    return 0 < len(name) <= DNS_LABEL_MAX and bool(_QUALIFIED_NAME.match(name))
+
+
+def is_dns_1035_label(value: str) -> bool:
+    """A Service name: a DNS label that starts with a letter."""
+    return len(value) <= DNS_LABEL_MAX and bool(_DNS_1035.match(value))
+
+
+def is_dns_label(value: str) -> bool:
+    """A namespace name (RFC 1123 label)."""
+    return len(value) <= DNS_LABEL_MAX and bool(_DNS_1123_LABEL.match(value))

@@ -10,7 +10,6 @@ exactly what the operator applies, and the local runner executes the very same p
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ import yaml
 from kadapt_operator import labels
 from kadapt_operator.api import AdaptationJob
 from kadapt_operator.settings import OperatorSettings
-from kadapt_operator.validation import SpecError, SpecInvalid, semantic_errors
+from kadapt_operator.validation import SpecError, SpecInvalid, locations
 from kadapt_trainer.config import (
     CONFIG_DIR,
     DEEPSPEED_CONFIG_FILE,
@@ -64,15 +63,6 @@ PVC_MOUNT_ROOT = DEFAULT_PVC_ROOT
 RUN_AS_USER = 1000
 #: Time the trainer gets after SIGTERM to write its checkpoint.
 TERMINATION_GRACE_SECONDS = 120
-#: Kubernetes' limits on a DNS label (pod hostnames, Service names) and an object name.
-DNS_LABEL_MAX = 63
-DNS_SUBDOMAIN_MAX = 253
-
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -141,25 +131,10 @@ def trainer_config(job: AdaptationJob, settings: OperatorSettings) -> TrainerCon
     return cfg.model_copy(update={"checkpoint": checkpoint})
 
 
-def _uris(job: AdaptationJob) -> list[tuple[str, str, bool]]:
-    """(field path, uri, written by the trainer) of every location the pods touch."""
-    spec = job.spec
-    out = [
-        ("spec.model.uri", spec.model.uri, False),
-        ("spec.dataset.uri", spec.dataset.uri, False),
-    ]
-    if spec.dataset.validation_uri:
-        out.append(("spec.dataset.validationUri", spec.dataset.validation_uri, False))
-    out.append(("spec.output.uri", spec.output.uri, True))
-    checkpoint = spec.checkpoint.uri or spec.output.uri.rstrip("/") + "/checkpoints"
-    out.append(("spec.checkpoint.uri" if spec.checkpoint.uri else "spec.output.uri", checkpoint, True))
-    return out
-
-
 def pvc_mounts(job: AdaptationJob) -> list[PvcMount]:
     """Each distinct claim once, sorted by name; read-only unless the trainer writes to it."""
     writes: dict[str, bool] = {}
-    for _path, uri, written in _uris(job):
+    for _path, uri, written in locations(job):
         claim = pvc_claim(uri)
         if claim:
             writes[claim] = writes.get(claim, False) or written
@@ -169,95 +144,6 @@ def pvc_mounts(job: AdaptationJob) -> list[PvcMount]:
     ]
 
 
-def is_dns_subdomain(value: str) -> bool:
-    """A Kubernetes object name (Secrets, PVCs, PriorityClasses, LocalQueues)."""
-    return len(value) <= DNS_SUBDOMAIN_MAX and bool(_DNS_1123_SUBDOMAIN.match(value))
-
-
-def is_label_value(value: str) -> bool:
-    """A valid label value (empty allowed)."""
-    return len(value) <= DNS_LABEL_MAX and bool(_LABEL_VALUE.match(value))
-
-
-def is_qualified_name(value: str) -> bool:
-    """A label or taint key: ``[prefix/]name``, prefix a DNS subdomain."""
-    prefix, slash, name = value.rpartition("/")
-    if slash and not (prefix and is_dns_subdomain(prefix)):
-        return False
-    return 0 < len(name) <= DNS_LABEL_MAX and bool(_QUALIFIED_NAME.match(name))
-
-
-def _scheduling_errors(job: AdaptationJob) -> list[SpecError]:
-    """Node selector, tolerations and priority class as the API server would check them."""
-    res = job.spec.resources
-    errors: list[SpecError] = []
-    for key, value in sorted(res.node_selector.items()):
-        if not is_qualified_name(key):
-            errors.append(
-                SpecError("spec.resources.nodeSelector", f"{key!r} is not a label key, e.g. nvidia.com/gpu.product")
-            )
-        if not is_label_value(value):
-            errors.append(
-                SpecError(
-                    f"spec.resources.nodeSelector.{key}",
-                    f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.'",
-                )
-            )
-    for i, tol in enumerate(res.tolerations):
-        path = f"spec.resources.tolerations[{i}]"
-        if tol.key is not None and not is_qualified_name(tol.key):
-            errors.append(SpecError(f"{path}.key", f"{tol.key!r} is not a taint key, e.g. nvidia.com/gpu"))
-        if tol.key is None and tol.operator != "Exists":
-            errors.append(SpecError(f"{path}.operator", "a toleration without key must use operator: Exists"))
-        if tol.operator == "Exists" and tol.value:
-            errors.append(SpecError(f"{path}.value", "must be empty with operator: Exists; remove it"))
-        if tol.value is not None and not is_label_value(tol.value):
-            errors.append(SpecError(f"{path}.value", f"{tol.value!r} is not a valid taint value"))
-    if res.priority_class_name is not None and not is_dns_subdomain(res.priority_class_name):
-        errors.append(
-            SpecError("spec.resources.priorityClassName", f"{res.priority_class_name!r} is not a PriorityClass name")
-        )
-    return errors
-
-
-def render_errors(job: AdaptationJob) -> list[SpecError]:
-    """What would make the rendered objects invalid, though the AdaptationJob schema allows it."""
-    errors: list[SpecError] = []
-    name = job.metadata.name
-    if not _DNS_1035.match(name):
-        errors.append(SpecError("metadata.name", f"{name!r} must start with a letter: it also names the job's Service"))
-    last_host = labels.pod_hostname(name, job.spec.resources.workers - 1)
-    if len(last_host) > DNS_LABEL_MAX:
-        errors.append(
-            SpecError(
-                "metadata.name",
-                f"too long for {job.spec.resources.workers} workers: pod hostname {last_host!r} exceeds "
-                f"{DNS_LABEL_MAX} characters; use at most {DNS_LABEL_MAX - len(last_host) + len(name)}",
-            )
-        )
-    namespace = job.metadata.namespace
-    if len(namespace) > DNS_LABEL_MAX or not _DNS_1123_LABEL.match(namespace):
-        errors.append(SpecError("metadata.namespace", f"{namespace!r} is not a namespace name"))
-    for path, uri, _written in _uris(job):
-        claim = pvc_claim(uri)
-        if claim is not None and not is_dns_subdomain(claim):
-            errors.append(
-                SpecError(
-                    path,
-                    f"{claim!r} is not a PersistentVolumeClaim name: use lowercase letters, digits, '-' and '.'"
-                    " as in pvc://my-claim/path",
-                )
-            )
-    secret = job.spec.model.secret_ref
-    if secret is not None and not is_dns_subdomain(secret):
-        errors.append(SpecError("spec.model.secretRef", f"{secret!r} is not a Secret name"))
-    queue = job.spec.queue_name
-    if queue is not None and not is_dns_subdomain(queue):
-        errors.append(SpecError("spec.queueName", f"{queue!r} is not a Kueue LocalQueue name"))
-    errors.extend(_scheduling_errors(job))
-    return list(dict.fromkeys(errors))
-
-
 def cluster_warnings(job: AdaptationJob) -> list[SpecError]:
     """What renders fine but loses work on a cluster (the local runner maps paths to folders).
 
@@ -265,7 +151,7 @@ def cluster_warnings(job: AdaptationJob) -> list[SpecError]:
     root filesystem; only ``pvc://`` outlives the pod.
     """
     warnings: dict[str, SpecError] = {}
-    for path, uri, written in _uris(job):
+    for path, uri, written in locations(job):
         if written and pvc_claim(uri) is None and path not in warnings:
             warnings[path] = SpecError(
                 path, f"{uri} is inside the pod and lost when it ends; on a cluster use pvc://claim/path"
@@ -507,12 +393,9 @@ def render_job(job: AdaptationJob, settings: OperatorSettings, *, suspend: bool 
 def render(job: AdaptationJob, settings: OperatorSettings, *, suspend: bool | None = None) -> Rendered:
     """The children of ``job``; ``suspend`` overrides ``spec.runPolicy.suspend`` (budget stops).
 
-    Raises:
-        SpecInvalid: for anything that would make the children invalid, each error naming its field.
+    ``job`` comes from :func:`kadapt_operator.validation.validate_object`, which has already
+    checked everything that would make the children invalid: rendering does not check again.
     """
-    errors = semantic_errors(job) + render_errors(job)
-    if errors:
-        raise SpecInvalid(errors, job.metadata.name)
     return Rendered(
         config_map=render_config_map(job, settings),
         service=render_service(job, settings),

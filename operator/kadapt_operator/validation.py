@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from kadapt_operator import labels
 from kadapt_operator.api import AdaptationJob
+from kadapt_trainer.config import gradient_accumulation, pvc_claim
 
 
 @dataclass(frozen=True)
@@ -121,22 +123,14 @@ def semantic_errors(job: AdaptationJob) -> list[SpecError]:
     spec = job.spec
     res = spec.resources
     ranks = res.workers * max(res.gpus_per_worker, 1)
-    per_step = spec.training.micro_batch_size * ranks
-    if spec.training.global_batch_size % per_step:
-        errors.append(
-            SpecError(
-                "spec.training.globalBatchSize",
-                f"{spec.training.global_batch_size} is not a multiple of microBatchSize x ranks "
-                f"({spec.training.micro_batch_size} x {ranks} = {per_step}); "
-                f"use {max(per_step, spec.training.global_batch_size // per_step * per_step)}",
-            )
-        )
+    try:
+        gradient_accumulation(spec.training, ranks)
+    except ValueError as exc:
+        errors.append(SpecError("spec.training.globalBatchSize", str(exc)))
     if spec.output.uri.startswith("hf://"):
         errors.append(SpecError("spec.output.uri", "hf:// outputs are not supported; use pvc:// or file://"))
     if spec.dataset.uri.startswith("hf://"):
-        errors.append(
-            SpecError("spec.dataset.uri", "hf:// datasets are not supported; save it to a pvc:// path first")
-        )
+        errors.append(SpecError("spec.dataset.uri", "hf:// datasets are not supported; save it to a pvc:// path first"))
     if spec.deepspeed.zero_stage == 3 and spec.strategy.type == "head-only":
         errors.append(
             SpecError(
@@ -145,6 +139,102 @@ def semantic_errors(job: AdaptationJob) -> list[SpecError]:
             )
         )
     return errors
+
+
+def locations(job: AdaptationJob) -> list[tuple[str, str, bool]]:
+    """(field path, uri, written by the trainer) of every location the pods touch."""
+    spec = job.spec
+    out = [
+        ("spec.model.uri", spec.model.uri, False),
+        ("spec.dataset.uri", spec.dataset.uri, False),
+    ]
+    if spec.dataset.validation_uri:
+        out.append(("spec.dataset.validationUri", spec.dataset.validation_uri, False))
+    out.append(("spec.output.uri", spec.output.uri, True))
+    checkpoint = spec.checkpoint.uri or spec.output.uri.rstrip("/") + "/checkpoints"
+    out.append(("spec.checkpoint.uri" if spec.checkpoint.uri else "spec.output.uri", checkpoint, True))
+    return out
+
+
+def _scheduling_errors(job: AdaptationJob) -> list[SpecError]:
+    """Node selector, tolerations and priority class as the API server would check them."""
+    res = job.spec.resources
+    errors: list[SpecError] = []
+    for key, value in sorted(res.node_selector.items()):
+        if not labels.is_qualified_name(key):
+            errors.append(
+                SpecError("spec.resources.nodeSelector", f"{key!r} is not a label key, e.g. nvidia.com/gpu.product")
+            )
+        if not labels.is_label_value(value):
+            errors.append(
+                SpecError(
+                    f"spec.resources.nodeSelector.{key}",
+                    f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.'",
+                )
+            )
+    for i, tol in enumerate(res.tolerations):
+        path = f"spec.resources.tolerations[{i}]"
+        if tol.key is not None and not labels.is_qualified_name(tol.key):
+            errors.append(SpecError(f"{path}.key", f"{tol.key!r} is not a taint key, e.g. nvidia.com/gpu"))
+        if tol.key is None and tol.operator != "Exists":
+            errors.append(SpecError(f"{path}.operator", "a toleration without key must use operator: Exists"))
+        if tol.operator == "Exists" and tol.value:
+            errors.append(SpecError(f"{path}.value", "must be empty with operator: Exists; remove it"))
+        if tol.value is not None and not labels.is_label_value(tol.value):
+            errors.append(SpecError(f"{path}.value", f"{tol.value!r} is not a valid taint value"))
+    if res.priority_class_name is not None and not labels.is_dns_subdomain(res.priority_class_name):
+        errors.append(
+            SpecError("spec.resources.priorityClassName", f"{res.priority_class_name!r} is not a PriorityClass name")
+        )
+    return errors
+
+
+def naming_errors(job: AdaptationJob) -> list[SpecError]:
+    """What would make the rendered objects invalid, though the AdaptationJob schema allows it."""
+    errors: list[SpecError] = []
+    name = job.metadata.name
+    if not labels.is_dns_1035_label(name):
+        errors.append(SpecError("metadata.name", f"{name!r} must start with a letter: it also names the job's Service"))
+    last_host = labels.pod_hostname(name, job.spec.resources.workers - 1)
+    if len(last_host) > labels.DNS_LABEL_MAX:
+        errors.append(
+            SpecError(
+                "metadata.name",
+                f"too long for {job.spec.resources.workers} workers: pod hostname {last_host!r} exceeds "
+                f"{labels.DNS_LABEL_MAX} characters; use at most {labels.DNS_LABEL_MAX - len(last_host) + len(name)}",
+            )
+        )
+    namespace = job.metadata.namespace
+    if not labels.is_dns_label(namespace):
+        errors.append(SpecError("metadata.namespace", f"{namespace!r} is not a namespace name"))
+    for path, uri, _written in locations(job):
+        claim = pvc_claim(uri)
+        if claim is not None and not labels.is_dns_subdomain(claim):
+            errors.append(
+                SpecError(
+                    path,
+                    f"{claim!r} is not a PersistentVolumeClaim name: use lowercase letters, digits, '-' and '.'"
+                    " as in pvc://my-claim/path",
+                )
+            )
+    secret = job.spec.model.secret_ref
+    if secret is not None and not labels.is_dns_subdomain(secret):
+        errors.append(SpecError("spec.model.secretRef", f"{secret!r} is not a Secret name"))
+    queue = job.spec.queue_name
+    if queue is not None and not labels.is_dns_subdomain(queue):
+        errors.append(SpecError("spec.queueName", f"{queue!r} is not a Kueue LocalQueue name"))
+    errors.extend(_scheduling_errors(job))
+    return list(dict.fromkeys(errors))
+
+
+def spec_errors(job: AdaptationJob) -> list[SpecError]:
+    """Everything the schema cannot catch, each error once.
+
+    Names the API server would refuse in the rendered children are caught here too, so that
+    `kadapt validate`, the operator and `kadapt run` reject exactly the same manifests, and
+    rendering a validated job cannot fail.
+    """
+    return list(dict.fromkeys(semantic_errors(job) + naming_errors(job)))
 
 
 def validate_object(obj: Any, source: str = "") -> AdaptationJob:
@@ -161,11 +251,7 @@ def validate_object(obj: Any, source: str = "") -> AdaptationJob:
         raise SpecInvalid(_errors_from(exc), source) from None
     except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - defensive
         raise SpecInvalid([SpecError("(document)", f"cannot be read: {exc}")], source) from None
-    # Names the API server would refuse in the rendered children are caught here too, so that
-    # `kadapt validate`, the operator and `kadapt run` reject exactly the same manifests.
-    from kadapt_operator.render import render_errors
-
-    errors = semantic_errors(job) + render_errors(job)
+    errors = spec_errors(job)
     if errors:
         raise SpecInvalid(errors, source)
     return job

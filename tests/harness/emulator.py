@@ -633,7 +633,8 @@ def start_operator(
     liveness: str | None = None,
 ) -> OperatorHandle:
     """Start the kadapt operator in a thread; stop it with ``handle.stop()``."""
-    from kadapt_operator.runtime.startup import RuntimeOptions, run_operator
+    from kadapt_operator.runtime.options import RuntimeOptions
+    from kadapt_operator.runtime.startup import run_operator
     from kadapt_operator.settings import OperatorSettings
 
     settings = OperatorSettings.model_validate({**TEST_SETTINGS, **settings_overrides})

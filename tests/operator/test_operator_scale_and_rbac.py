@@ -49,6 +49,7 @@ def test_200_jobs_created_at_once_are_all_reconciled_none_twice() -> None:
 
 def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
     from kadapt_operator import permissions
+
     with Cluster(namespaces=(NS,)) as cluster:
         with cluster.operator(settings_overrides={"restart_backoff_seconds": 0.0}):
             # Every path: create, run, fail and restart, suspend, budget, finish, TTL delete, invalid spec.

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import mutable_patch
+from kadapt_operator.runtime.login import connection_from_kubeconfig
+from kadapt_operator.runtime.options import FINALIZER, RuntimeOptions, configure
 from kadapt_operator.runtime.progress import progress_status, rank0
-from kadapt_operator.runtime.startup import FINALIZER, RuntimeOptions, configure, connection_from_kubeconfig
 from kadapt_trainer.config import ProgressReport
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

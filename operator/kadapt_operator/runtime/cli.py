@@ -37,7 +37,8 @@ def operator(
     fast: bool = typer.Option(False, "--fast", hidden=True, help="Short timeouts (tests, benchmarks)."),
 ) -> None:
     """Run the kadapt operator until interrupted."""
-    from kadapt_operator.runtime.startup import RuntimeOptions, run_operator
+    from kadapt_operator.runtime.options import RuntimeOptions
+    from kadapt_operator.runtime.startup import run_operator
     from kadapt_operator.settings import SettingsError, load_settings
 
     if standalone and peering:

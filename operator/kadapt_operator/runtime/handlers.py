@@ -27,8 +27,8 @@ from kadapt_operator.runtime import events
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.decide import Trigger
 from kadapt_operator.runtime.kube import ApiError, KubeClient
+from kadapt_operator.runtime.login import login
 from kadapt_operator.runtime.reconcile import reconcile, tick_forever
-from kadapt_operator.runtime.startup import login
 from kadapt_operator.runtime.world import AJ_INDEX, DEFAULT_NAMESPACE, JOB_INDEX, POD_INDEX, Key, Runtime
 from kadapt_trainer.config import API_GROUP, API_VERSION
 

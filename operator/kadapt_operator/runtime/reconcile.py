@@ -46,7 +46,7 @@ from kadapt_operator.runtime.apply import ChildConflict, apply_all
 from kadapt_operator.runtime.context import ReconcileContext
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
 from kadapt_operator.runtime.kube import ADAPTATION_JOBS, JOBS, ApiError
-from kadapt_operator.runtime.startup import PREFIX
+from kadapt_operator.runtime.options import PREFIX
 from kadapt_operator.runtime.world import JOB_INDEX, Key, Runtime, utcnow
 from kadapt_operator.validation import SpecInvalid
 

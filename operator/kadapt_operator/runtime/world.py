@@ -21,11 +21,10 @@ import kopf
 from kadapt_operator import cost as costing
 from kadapt_operator.api import AdaptationJob
 from kadapt_operator.metrics import METRICS, OperatorMetrics
-from kadapt_operator.render import render
 from kadapt_operator.runtime import events
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.kube import ADAPTATION_JOBS, KubeClient
-from kadapt_operator.runtime.startup import RuntimeOptions
+from kadapt_operator.runtime.options import RuntimeOptions
 from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import SpecInvalid, validate_object
 
@@ -165,7 +164,7 @@ class Runtime:
         return result
 
     def parse(self, body: Mapping[str, Any]) -> AdaptationJob:
-        """Validate the spec and check that it renders, once per (uid, generation).
+        """Validate the spec (which includes that it renders), once per (uid, generation).
 
         Raises:
             SpecInvalid: naming every field that is wrong.
@@ -175,9 +174,7 @@ class Runtime:
         cached = self.parsed.get(key)
         if cached is None:
             try:
-                job = validate_object(_spec_object(body))
-                render(job, self.settings)
-                cached = job
+                cached = validate_object(_spec_object(body))
             except SpecInvalid as exc:
                 cached = exc
             self.parsed[key] = cached
