@@ -1,27 +1,35 @@
-"""One adaptation job, start to end: setup, train, save, clean up.
+"""One adaptation job as one recipe: ``setup``, ``train``, ``save``, ``cleanup``.
 
-``run(cfg)`` is the whole trainer; ``__main__`` adds only argument parsing and exit codes,
-so benchmarks and tests can drive it in-process. Two backends share one loop: the DeepSpeed
-engine (every strategy) and the cached-feature head trainer (head-only classification).
+The shape follows torchtune's recipes: :class:`AdaptationRecipe` takes the resolved
+:class:`TrainerConfig` (what to train) and :class:`RunOptions` (how it is driven: stop signal,
+progress server, a step callback), and each phase is a short method. ``run(cfg)`` drives the
+phases; ``__main__`` adds only argument parsing and exit codes, so that benchmarks and tests
+can run a job in-process. The two ways of training live in ``backends.py``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from kadapt_trainer import dist
+from kadapt_trainer.backends import (
+    Backend,
+    CachedHeadBackend,
+    EngineBackend,
+    StepResult,
+    TrainContext,
+    make_plan,
+)
 from kadapt_trainer.checkpoint import CheckpointManager, StopSignal, TrainState, tag_for
 from kadapt_trainer.config import (
     RESULT_FILE,
@@ -30,22 +38,25 @@ from kadapt_trainer.config import (
     StrategyType,
     Task,
     TrainerConfig,
-    gradient_accumulation,
     resolve_uri,
 )
-from kadapt_trainer.data import Encoded, TextData, collate, encode, epoch_order, load_text_data
+from kadapt_trainer.data import TextData, encode, epoch_order, load_text_data
 from kadapt_trainer.errors import BadInputError
-from kadapt_trainer.evaluate import ACCURACY, EVAL_LOSS, evaluate, improved
-from kadapt_trainer.features import CachedHeadTrainer, extract_features, steps_per_epoch
+from kadapt_trainer.evaluate import ACCURACY, EVAL_LOSS, PERPLEXITY, improved
 from kadapt_trainer.hold import hold_after_step
-from kadapt_trainer.modeling import load_model, load_tokenizer, resolve_model_path, write_pooled_code
-from kadapt_trainer.strategies import AppliedStrategy, apply_strategy, find_head, resolve_auto
+from kadapt_trainer.modeling import load_model, load_tokenizer, resolve_model_path
+from kadapt_trainer.strategies import apply_strategy, resolve_auto
 from kadapt_trainer.telemetry import Telemetry, progress_port
 
 log = logging.getLogger("kadapt_trainer")
 
-HEAD_STATE_FILE = "head.pt"
-MERGED_DIR = "merged"
+#: status.strategy.reason when the user chose the strategy (auto writes its own rule).
+REASON_CONFIGURED = "as configured in spec.strategy.type"
+#: Steps whose wall time the ETA averages over.
+ETA_WINDOW = 20
+
+#: Called on every rank after each optimizer step with (step, the step's loss over all ranks).
+StepCallback = Callable[[int, float], None]
 
 
 class Stopped(Exception):
@@ -56,205 +67,32 @@ class Stopped(Exception):
         self.report = report
 
 
-@dataclass
-class Plan:
-    """Step arithmetic of the job."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a recipe is driven, as opposed to what it trains (that is the TrainerConfig).
 
-    steps_per_epoch: int
-    total_steps: int
-    epochs: int
-    global_batch: int
-    accumulation: int
+    Attributes:
+        stop: set by SIGTERM/SIGINT; the loop checkpoints and raises :class:`Stopped`.
+        serve: rank 0 serves ``/progress`` and ``/metrics`` (tests running many jobs turn it off).
+        on_step: lets tests and benchmarks watch the loss without scraping ``/progress``.
+        feature_cache: ``False`` runs head-only through the engine (the benchmarks' baseline).
+    """
 
-
-def make_plan(cfg: TrainerConfig, n_train: int, world_size: int) -> Plan:
-    """Steps per epoch and in total (``maxSteps`` overrides ``epochs``)."""
-    try:
-        accumulation = gradient_accumulation(cfg.training, world_size)
-    except ValueError as exc:
-        raise BadInputError(str(exc)) from exc
-    spe = steps_per_epoch(n_train, cfg.training.global_batch_size)
-    total = cfg.training.max_steps or cfg.training.epochs * spe
-    return Plan(spe, total, math.ceil(total / spe), cfg.training.global_batch_size, accumulation)
+    stop: StopSignal = field(default_factory=StopSignal)
+    serve: bool = True
+    on_step: StepCallback | None = None
+    feature_cache: bool = True
 
 
-class Backend(Protocol):
-    """What the shared loop needs from a way of training."""
+@dataclass(frozen=True)
+class StepOutcome:
+    """One optimizer step as every rank agrees on it (after the all-reduce)."""
 
-    def train_step(self, indices: list[int]) -> tuple[float, int]:
-        """One optimizer step on this global batch: (local mean loss, local tokens)."""
-
-    def evaluate(self) -> dict[str, float]:
-        """Validation metrics (identical on every rank)."""
-
-    def save(self, folder: Path) -> None:
-        """Write this rank's part of a checkpoint."""
-
-    def load(self, folder: Path, weights_only: bool = False) -> None:
-        """Restore from a checkpoint (weights only: for the best model at the end)."""
-
-    def save_output(self, out: Path) -> None:
-        """Write the trained model (all ranks call; rank 0 writes)."""
-
-
-class EngineBackend:
-    """Every strategy on the DeepSpeed engine."""
-
-    def __init__(
-        self,
-        cfg: TrainerConfig,
-        model: nn.Module,
-        applied: AppliedStrategy,
-        train: Encoded,
-        validation: Encoded | None,
-        pad_id: int,
-        info: dist.DistInfo,
-        plan: Plan,
-        tokenizer: Any,
-    ) -> None:
-        from kadapt_trainer.engine import build_engine
-
-        self.cfg = cfg
-        self.info = info
-        self.plan = plan
-        self.train = train
-        self.validation = validation
-        self.pad_id = pad_id
-        self.tokenizer = tokenizer
-        self.engine, self.optimizer, self.scheduler = build_engine(
-            model, cfg, info.world_size, applied.head_names, plan.total_steps
-        )
-        self.device = self.engine.device
-        self.micro = cfg.training.micro_batch_size
-
-    def train_step(self, indices: list[int]) -> tuple[float, int]:
-        self.engine.train()
-        total = 0.0
-        tokens = 0
-        for k in range(self.plan.accumulation):
-            start = (k * self.info.world_size + self.info.rank) * self.micro
-            batch = collate(self.train, indices[start : start + self.micro], self.pad_id, self.cfg.task)
-            tokens += int(batch["attention_mask"].sum())
-            batch = {key: v.to(self.device) for key, v in batch.items()}
-            loss = self.engine(**batch).loss
-            self.engine.backward(loss)
-            self.engine.step()
-            total += float(loss.detach())
-        return total / self.plan.accumulation, tokens
-
-    def evaluate(self) -> dict[str, float]:
-        if self.validation is None or len(self.validation) == 0:
-            return {}
-        self.engine.eval()
-
-        def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            return self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-        return evaluate(forward, self.validation, self.cfg.task, self.pad_id, self.micro, self.info, self.device)
-
-    def save(self, folder: Path) -> None:
-        self.engine.save_checkpoint(
-            str(folder.parent), tag=folder.name, save_latest=False, exclude_frozen_parameters=True
-        )
-
-    def load(self, folder: Path, weights_only: bool = False) -> None:
-        path, _ = self.engine.load_checkpoint(
-            str(folder.parent),
-            tag=folder.name,
-            load_module_strict=False,
-            load_optimizer_states=not weights_only,
-            load_lr_scheduler_states=not weights_only,
-            load_module_only=weights_only,
-        )
-        if path is None:
-            raise RuntimeError(f"DeepSpeed found no checkpoint in {folder}")
-
-    def save_output(self, out: Path) -> None:
-        model = self.engine.module
-        zero3 = self.cfg.deepspeed.zero_stage == 3
-        if zero3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-                if self.info.is_main:
-                    _save_model(model, out, self.cfg, self.tokenizer, merge_in_place=False)
-        elif self.info.is_main:
-            _save_model(model, out, self.cfg, self.tokenizer, merge_in_place=True)
-        dist.barrier()
-
-
-class CachedHeadBackend:
-    """Head-only classification: features once, then the head alone (see features.py)."""
-
-    def __init__(
-        self,
-        cfg: TrainerConfig,
-        model: nn.Module,
-        train: Encoded,
-        validation: Encoded | None,
-        pad_id: int,
-        info: dist.DistInfo,
-        plan: Plan,
-        tokenizer: Any,
-        device: torch.device,
-    ) -> None:
-        from kadapt_trainer.engine import make_optimizer
-
-        self.cfg = cfg
-        self.info = info
-        self.model = model.to(device)
-        self.tokenizer = tokenizer
-        _, head = find_head(model, cfg.task)
-        self.train_features = extract_features(model, head, train, pad_id, info, device)
-        assert train.labels is not None
-        self.val_features: torch.Tensor | None = None
-        self.val_labels: torch.Tensor | None = None
-        if validation is not None and len(validation):
-            assert validation.labels is not None
-            self.val_features = extract_features(model, head, validation, pad_id, info, device)
-            self.val_labels = torch.tensor(validation.labels, dtype=torch.long)
-        optimizer, scheduler = make_optimizer(head, cfg, [], plan.total_steps, all_head=True)
-        self.trainer = CachedHeadTrainer(
-            head, self.train_features, torch.tensor(train.labels, dtype=torch.long), optimizer, scheduler, device
-        )
-
-    def train_step(self, indices: list[int]) -> tuple[float, int]:
-        return self.trainer.step(indices), 0
-
-    def evaluate(self) -> dict[str, float]:
-        if self.val_features is None or self.val_labels is None:
-            return {}
-        return self.trainer.evaluate(self.val_features, self.val_labels)
-
-    def save(self, folder: Path) -> None:
-        if self.info.is_main:
-            torch.save(self.trainer.state_dict(), folder / HEAD_STATE_FILE)
-
-    def load(self, folder: Path, weights_only: bool = False) -> None:
-        state = torch.load(folder / HEAD_STATE_FILE, map_location="cpu", weights_only=False)
-        self.trainer.load_state_dict(state, weights_only=weights_only)
-
-    def save_output(self, out: Path) -> None:
-        if self.info.is_main:
-            _save_model(self.model, out, self.cfg, self.tokenizer, merge_in_place=True)
-        dist.barrier()
-
-
-def _save_model(model: Any, out: Path, cfg: TrainerConfig, tokenizer: Any, merge_in_place: bool) -> None:
-    """HF format (adapter for LoRA, optionally merged), tokenizer, pooled-model code."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    write_pooled_code(model, out)
-    if cfg.output.merge_adapter and hasattr(model, "merge_and_unload"):
-        import copy
-
-        target = model if merge_in_place else copy.deepcopy(model)
-        merged = target.merge_and_unload()
-        merged_dir = out / MERGED_DIR
-        merged.save_pretrained(str(merged_dir))
-        tokenizer.save_pretrained(str(merged_dir))
-        write_pooled_code(merged, merged_dir)
+    loss: float
+    tokens: float
+    seconds: float
+    stop_requested: bool
+    checkpoint_due: bool
 
 
 def seed_everything(seed: int) -> None:
@@ -266,24 +104,305 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-#: status.strategy.reason when the user chose the strategy (auto writes its own rule).
-REASON_CONFIGURED = "as configured in spec.strategy.type"
-
-
-def _resolve_strategy(cfg: TrainerConfig, data: TextData, model: nn.Module) -> tuple[StrategySpec, str]:
+def resolve_strategy(cfg: TrainerConfig, data: TextData, model: nn.Module) -> tuple[StrategySpec, str]:
     """The concrete strategy (auto resolved here, with its reason)."""
     if cfg.strategy.type == StrategyType.AUTO:
         return resolve_auto(cfg, len(data.train.texts), model)
     return cfg.strategy, REASON_CONFIGURED
 
 
-def _use_feature_cache(cfg: TrainerConfig, spec: StrategySpec) -> bool:
+def use_feature_cache(cfg: TrainerConfig, strategy: StrategyType) -> bool:
     """Head-only classification trains on cached features; causal-lm head-only goes through the engine."""
-    return spec.type == StrategyType.HEAD_ONLY and cfg.task == Task.SEQUENCE_CLASSIFICATION
+    return strategy == StrategyType.HEAD_ONLY and cfg.task == Task.SEQUENCE_CLASSIFICATION
 
 
-#: Called on every rank after each optimizer step with (step, loss averaged over ranks).
-StepCallback = Callable[[int, float], None]
+def early_stopping_metric(cfg: TrainerConfig) -> str:
+    """The watched metric; accuracy falls back to eval_loss where the task has no accuracy."""
+    metric = cfg.training.early_stopping.metric
+    return metric if (cfg.task == Task.SEQUENCE_CLASSIFICATION or metric != ACCURACY) else EVAL_LOSS
+
+
+class AdaptationRecipe:
+    """One job, phase by phase: ``setup`` -> ``train`` -> ``save``, and ``cleanup`` always.
+
+    Raises (from the phases):
+        BadInputError: in ``setup``, for config, data or model problems (before any training).
+        Stopped: in ``train``, after checkpointing on SIGTERM/SIGINT.
+    """
+
+    def __init__(self, cfg: TrainerConfig, options: RunOptions | None = None) -> None:
+        self.cfg = cfg
+        self.options = options or RunOptions()
+        self.started = time.monotonic()
+        self.info = dist.ensure_launcher_env()
+        report = ProgressReport(state="starting", output_uri=cfg.output.uri, world_size=self.info.world_size)
+        self.telemetry = Telemetry(report)
+        self.checkpoints = CheckpointManager(resolve_uri(cfg.checkpoint_uri()), cfg.checkpoint.keep, self.info)
+        self.state = TrainState()
+        self._ctx: TrainContext | None = None
+        self._backend: Backend | None = None
+        self._last_checkpoint = time.monotonic()
+        self._step_seconds: list[float] = []
+        self._order: tuple[int, list[int]] = (-1, [])
+
+    @property
+    def ctx(self) -> TrainContext:
+        """The prepared job (after ``setup``)."""
+        if self._ctx is None:
+            raise RuntimeError("AdaptationRecipe.setup() has not run")
+        return self._ctx
+
+    @property
+    def backend(self) -> Backend:
+        """The way of training that ``setup`` built."""
+        if self._backend is None:
+            raise RuntimeError("AdaptationRecipe.setup() has not run")
+        return self._backend
+
+    # --- setup -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load and check everything (bad input fails here), build the backend, resume."""
+        if self.info.is_main and self.options.serve:
+            self.telemetry.serve(progress_port(self.cfg.progress_port))
+        self._ctx = self._prepare()
+        self._announce()
+        from kadapt_trainer.engine import init_process_group
+
+        init_process_group()
+        self._backend = self._build_backend()
+        self._resume()
+
+    def _prepare(self) -> TrainContext:
+        """Data, tokenizer, step plan, model with its strategy applied, encoded examples."""
+        cfg, info = self.cfg, self.info
+        data = load_text_data(cfg)
+        model_path = resolve_model_path(cfg.model)
+        tokenizer = load_tokenizer(model_path)
+        plan = make_plan(cfg, len(data.train.texts), info.world_size)
+        seed_everything(cfg.training.seed)
+        model = load_model(model_path, cfg.task, data.label_names, tokenizer)
+        spec, reason = resolve_strategy(cfg, data, model)
+        model, applied = apply_strategy(model, spec, cfg.task, reason)
+        max_length = cfg.dataset.max_length
+        train = encode(data.train, tokenizer, data, max_length)
+        validation = encode(data.validation, tokenizer, data, max_length) if data.validation else None
+        pad_id = int(tokenizer.pad_token_id)
+        device = dist.device_for(info)
+        return TrainContext(cfg, info, plan, model, applied, tokenizer, train, validation, pad_id, device)
+
+    def _announce(self) -> None:
+        """Strategy, parameter counts and plan into status, metrics and the log."""
+        ctx = self.ctx
+        applied = ctx.applied
+        self.telemetry.update(
+            total_steps=ctx.plan.total_steps,
+            trainable_params=applied.trainable_params,
+            total_params=applied.total_params,
+            strategy=str(applied.strategy),
+            strategy_reason=applied.reason,
+        )
+        m = self.telemetry.metrics
+        m.target_steps.set(ctx.plan.total_steps)
+        m.trainable.set(applied.trainable_params)
+        m.parameters.set(applied.total_params)
+        if self.info.is_main:
+            n_val = len(ctx.validation) if ctx.validation is not None else 0
+            print(
+                f"kadapt: strategy {applied.strategy} ({applied.reason}): "
+                f"{applied.trainable_params} of {applied.total_params} parameters train; "
+                f"{len(ctx.train)} train / {n_val} validation examples; {ctx.plan.total_steps} steps",
+                flush=True,
+            )
+
+    def _build_backend(self) -> Backend:
+        """Cached features for head-only classification (unless turned off), else the engine."""
+        if self.options.feature_cache and use_feature_cache(self.cfg, self.ctx.applied.strategy):
+            return CachedHeadBackend(self.ctx)
+        return EngineBackend(self.ctx)
+
+    def _resume(self) -> None:
+        """Continue from the newest checkpoint that loads on every rank, if any."""
+        state = self.checkpoints.resume(self.backend.load)
+        if state is not None:
+            self.state = state
+        saved = self.checkpoints.last_saved
+        if state is not None and state.global_step and self.info.is_main:
+            print(f"kadapt: resumed from {saved} at step {state.global_step}", flush=True)
+        if saved is not None:
+            self.telemetry.update(last_checkpoint=str(saved), eval_metrics=dict(self.state.eval_metrics))
+            self.telemetry.metrics.last_checkpoint.set(self.checkpoints.last_saved_at or 0.0)
+        self.telemetry.metrics.steps.inc(self.state.global_step)
+
+    # --- train -------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Optimizer steps until the plan is done, early stopping ends it, or a stop signal."""
+        plan = self.ctx.plan
+        self.telemetry.update(
+            state="training", step=self.state.global_step, epoch=self.state.global_step / plan.steps_per_epoch
+        )
+        while self.state.global_step < plan.total_steps and not self.state.early_stopped:
+            outcome = self._train_step()
+            self._record_step(outcome)
+            saved = self._evaluate_if_due()
+            if not saved and (self._checkpoint_step_due() or outcome.checkpoint_due or outcome.stop_requested):
+                self._checkpoint()
+            hold_after_step(self.state.global_step, self.options.stop, self.info.is_main)  # KADAPT_HOLD_AFTER_STEP
+            if outcome.stop_requested:
+                self.telemetry.update(state="stopped", message="stopped by signal; checkpoint saved")
+                raise Stopped(self.telemetry.snapshot())
+
+    def _batch_indices(self, step: int) -> list[int]:
+        """The global batch of an optimizer step (deterministic in seed and step, for resume)."""
+        plan = self.ctx.plan
+        epoch = step // plan.steps_per_epoch
+        if self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.ctx.train), self.cfg.training.seed, epoch, plan.global_batch))
+        pos = step % plan.steps_per_epoch
+        return self._order[1][pos * plan.global_batch : (pos + 1) * plan.global_batch]
+
+    def _train_step(self) -> StepOutcome:
+        """One optimizer step, then one all-reduce of loss, tokens and the ranks' votes."""
+        every_minutes = self.cfg.checkpoint.every_minutes
+        t0 = time.perf_counter()
+        result: StepResult = self.backend.train_step(self._batch_indices(self.state.global_step))
+        time_due = (
+            self.info.is_main
+            and every_minutes is not None
+            and time.monotonic() - self._last_checkpoint >= every_minutes * 60
+        )
+        stop = self.options.stop.requested
+        loss, tokens, stop_votes, due_votes = dist.all_reduce_sum(
+            [result.loss, float(result.tokens), float(stop), float(time_due)], self.backend.device
+        )
+        return StepOutcome(loss, tokens, time.perf_counter() - t0, stop_votes > 0, due_votes > 0)
+
+    def _record_step(self, outcome: StepOutcome) -> None:
+        """Advance the state; loss, throughput and ETA into metrics and ``/progress``."""
+        plan = self.ctx.plan
+        self.state.global_step += 1
+        step = self.state.global_step
+        self.state.epoch = step // plan.steps_per_epoch
+        self._step_seconds.append(outcome.seconds)
+        recent = self._step_seconds[-ETA_WINDOW:]
+        per_second = plan.global_batch / outcome.seconds if outcome.seconds > 0 else None
+        if self.options.on_step is not None:
+            self.options.on_step(step, outcome.loss)
+        m = self.telemetry.metrics
+        m.steps.inc()
+        m.train_loss.set(outcome.loss)
+        m.step_duration.observe(outcome.seconds)
+        m.samples_per_second.set(per_second or 0.0)
+        m.tokens_per_second.set(outcome.tokens / outcome.seconds if outcome.seconds > 0 else 0.0)
+        m.epoch.set(step / plan.steps_per_epoch)
+        self.telemetry.update(
+            step=step,
+            epoch=step / plan.steps_per_epoch,
+            loss=outcome.loss,
+            samples_per_second=per_second,
+            eta_seconds=sum(recent) / len(recent) * (plan.total_steps - step),
+        )
+
+    def _evaluate_if_due(self) -> bool:
+        """Evaluate at each epoch end (and every ``evalEverySteps``), then checkpoint; True if saved."""
+        step, plan = self.state.global_step, self.ctx.plan
+        every = self.cfg.training.eval_every_steps
+        epoch_end = step % plan.steps_per_epoch == 0 or step == plan.total_steps
+        if not (epoch_end or (every and step % every == 0)):
+            return False
+        self.telemetry.update(state="evaluating")
+        metrics = self.backend.evaluate()
+        if metrics:
+            self._track_best(metrics)
+        self.telemetry.update(state="training", eval_metrics=dict(self.state.eval_metrics))
+        self._checkpoint()
+        return True
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        """Remember the best evaluation; count evaluations without improvement for early stopping."""
+        state, es = self.state, self.cfg.training.early_stopping
+        state.eval_metrics = metrics
+        self._set_eval_gauges(metrics)
+        metric = early_stopping_metric(self.cfg)
+        value = metrics.get(metric, metrics[EVAL_LOSS])
+        if improved(metric, value, state.best_metric):
+            state.best_metric = value
+            state.best_step = state.global_step
+            state.best_eval_metrics = dict(metrics)
+            state.evals_without_improvement = 0
+            return
+        state.evals_without_improvement += 1
+        if es.enabled and self.ctx.has_validation and state.evals_without_improvement >= es.patience:
+            state.early_stopped = True
+
+    def _set_eval_gauges(self, metrics: dict[str, float]) -> None:
+        """Mirror evaluation results into the gauges."""
+        m = self.telemetry.metrics
+        for name, gauge in ((EVAL_LOSS, m.eval_loss), (ACCURACY, m.eval_accuracy), (PERPLEXITY, m.eval_perplexity)):
+            if name in metrics:
+                gauge.set(metrics[name])
+
+    def _checkpoint_step_due(self) -> bool:
+        """``checkpoint.everySteps`` reached."""
+        every = self.cfg.checkpoint.every_steps
+        return bool(every and self.state.global_step % every == 0)
+
+    def _checkpoint(self) -> None:
+        """Write one atomic checkpoint on every rank and report it."""
+        self.telemetry.update(state="saving")
+        folder = self.checkpoints.save(self.state, self.backend.save)
+        self._last_checkpoint = time.monotonic()
+        self.telemetry.update(state="training", last_checkpoint=str(folder))
+        self.telemetry.metrics.last_checkpoint.set(time.time())
+
+    # --- save --------------------------------------------------------------------------
+
+    def save(self) -> ProgressReport:
+        """Write the best model and the final report (``kadapt-result.json``); return the report."""
+        self.telemetry.update(state="saving")
+        final_metrics = self._restore_best()
+        out_dir = resolve_uri(self.cfg.output.uri)
+        self.backend.save_output(out_dir)
+        final = self.telemetry.snapshot()
+        final.state = "succeeded"
+        final.step = self.state.global_step
+        final.eval_metrics = final_metrics
+        final.wall_seconds = time.monotonic() - self.started
+        final.eta_seconds = 0.0
+        final.message = "early stopped" if self.state.early_stopped else None
+        self.telemetry.update(**final.model_dump(exclude={"wall_seconds"}))
+        if self.info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = out_dir / (RESULT_FILE + ".tmp")
+            tmp.write_text(final.model_dump_json(indent=2))
+            os.replace(tmp, out_dir / RESULT_FILE)
+        dist.barrier()
+        return final
+
+    def _restore_best(self) -> dict[str, float]:
+        """Load the best evaluation's weights when a later step ended the run; its metrics."""
+        state = self.state
+        if state.best_step is None or state.best_step == state.global_step:
+            return dict(state.eval_metrics)
+        best = self.checkpoints.root / tag_for(state.best_step)
+        if not best.exists():
+            return dict(state.eval_metrics)
+        self.backend.load(best, weights_only=True)
+        if self.info.is_main:
+            print(f"kadapt: keeping the best model, from step {state.best_step}", flush=True)
+        return dict(state.best_eval_metrics)
+
+    # --- cleanup -----------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """Report a failure's first line in ``/progress`` before the process exits."""
+        text = str(exc)
+        self.telemetry.update(state="failed", message=text.splitlines()[0] if text else type(exc).__name__)
+
+    def cleanup(self) -> None:
+        """Stop serving ``/progress``."""
+        self.telemetry.close()
 
 
 def run(
@@ -295,222 +414,22 @@ def run(
 ) -> ProgressReport:
     """Train one job to completion (or to a stop signal) and return the final report.
 
-    ``on_step`` lets tests and benchmarks watch the loss without scraping ``/progress``;
-    ``feature_cache=False`` runs head-only through the engine (the benchmarks' baseline).
-
     Raises:
         BadInputError: before any training, for config, data or model problems.
         Stopped: after checkpointing on SIGTERM/SIGINT.
     """
-    started = time.monotonic()
-    info = dist.ensure_launcher_env()
-    out_dir = resolve_uri(cfg.output.uri)
-    ckpt_root = resolve_uri(cfg.checkpoint_uri())
-    report = ProgressReport(state="starting", output_uri=cfg.output.uri, world_size=info.world_size)
-    telemetry = Telemetry(report)
-    if info.is_main and serve:
-        telemetry.serve(progress_port(cfg.progress_port))
-    stop = stop or StopSignal()
+    recipe = AdaptationRecipe(cfg, RunOptions(stop or StopSignal(), serve, on_step, feature_cache))
     try:
-        return _run(cfg, info, out_dir, ckpt_root, telemetry, stop, started, on_step, feature_cache)
+        recipe.setup()
+        recipe.train()
+        return recipe.save()
     except Stopped:
         raise
     except BaseException as exc:
-        telemetry.update(state="failed", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        recipe.fail(exc)
         raise
     finally:
-        telemetry.close()
-
-
-def _run(
-    cfg: TrainerConfig,
-    info: dist.DistInfo,
-    out_dir: Path,
-    ckpt_root: Path,
-    telemetry: Telemetry,
-    stop: StopSignal,
-    started: float,
-    on_step: StepCallback | None,
-    feature_cache: bool = True,
-) -> ProgressReport:
-    # --- setup: everything that can be wrong with the input fails here, before training
-    data = load_text_data(cfg)
-    model_path = resolve_model_path(cfg.model)
-    tokenizer = load_tokenizer(model_path)
-    plan = make_plan(cfg, len(data.train.texts), info.world_size)
-    seed_everything(cfg.training.seed)
-    model = load_model(model_path, cfg.task, data.label_names, tokenizer)
-    spec, reason = _resolve_strategy(cfg, data, model)
-    model, applied = apply_strategy(model, spec, cfg.task, reason)
-    pad_id = int(tokenizer.pad_token_id)
-    train = encode(data.train, tokenizer, data, cfg.dataset.max_length)
-    validation = encode(data.validation, tokenizer, data, cfg.dataset.max_length) if data.validation else None
-    telemetry.update(
-        total_steps=plan.total_steps,
-        trainable_params=applied.trainable_params,
-        total_params=applied.total_params,
-        strategy=str(applied.strategy),
-        strategy_reason=reason,
-    )
-    m = telemetry.metrics
-    m.target_steps.set(plan.total_steps)
-    m.trainable.set(applied.trainable_params)
-    m.parameters.set(applied.total_params)
-    if info.is_main:
-        print(
-            f"kadapt: strategy {applied.strategy} ({reason}): "
-            f"{applied.trainable_params} of {applied.total_params} parameters train; "
-            f"{len(train)} train / {len(validation) if validation else 0} validation examples; "
-            f"{plan.total_steps} steps",
-            flush=True,
-        )
-
-    # --- engine (or cached features) and resume
-    from kadapt_trainer.engine import init_process_group
-
-    init_process_group()
-    device = dist.device_for(info)
-    backend: Backend
-    if feature_cache and _use_feature_cache(cfg, spec):
-        backend = CachedHeadBackend(cfg, model, train, validation, pad_id, info, plan, tokenizer, device)
-    else:
-        backend = EngineBackend(cfg, model, applied, train, validation, pad_id, info, plan, tokenizer)
-        device = backend.device
-    manager = CheckpointManager(ckpt_root, cfg.checkpoint.keep, info)
-    state = manager.resume(backend.load) or TrainState()
-    if state.global_step and info.is_main:
-        print(f"kadapt: resumed from {manager.last_saved} at step {state.global_step}", flush=True)
-    if manager.last_saved is not None:
-        telemetry.update(last_checkpoint=str(manager.last_saved), eval_metrics=dict(state.eval_metrics))
-        m.last_checkpoint.set(manager.last_saved_at or 0.0)
-    m.steps.inc(state.global_step)
-
-    # --- train
-    es = cfg.training.early_stopping
-    es_metric = es.metric if (cfg.task == Task.SEQUENCE_CLASSIFICATION or es.metric != ACCURACY) else EVAL_LOSS
-    early_stopping = es.enabled and validation is not None and len(validation) > 0
-    every_minutes = cfg.checkpoint.every_minutes
-    last_ckpt_time = time.monotonic()
-    step_times: list[float] = []
-    order: list[int] = []
-    order_epoch = -1
-    telemetry.update(state="training", step=state.global_step, epoch=state.global_step / plan.steps_per_epoch)
-
-    def checkpoint() -> None:
-        nonlocal last_ckpt_time
-        telemetry.update(state="saving")
-        folder = manager.save(state, backend.save)
-        last_ckpt_time = time.monotonic()
-        telemetry.update(state="training", last_checkpoint=str(folder))
-        m.last_checkpoint.set(time.time())
-
-    while state.global_step < plan.total_steps and not state.early_stopped:
-        step = state.global_step
-        epoch = step // plan.steps_per_epoch
-        if epoch != order_epoch:
-            order = epoch_order(len(train), cfg.training.seed, epoch, plan.global_batch)
-            order_epoch = epoch
-        pos = step % plan.steps_per_epoch
-        t0 = time.perf_counter()
-        loss, tokens = backend.train_step(order[pos * plan.global_batch : (pos + 1) * plan.global_batch])
-        time_due = (
-            info.is_main and every_minutes is not None and time.monotonic() - last_ckpt_time >= every_minutes * 60
-        )
-        loss_sum, tokens_sum, stop_votes, due_votes = dist.all_reduce_sum(
-            [loss, float(tokens), 1.0 if stop.requested else 0.0, 1.0 if time_due else 0.0], device
-        )
-        elapsed = time.perf_counter() - t0
-        state.global_step = step + 1
-        state.epoch = state.global_step // plan.steps_per_epoch
-        mean_loss = loss_sum / info.world_size
-        step_times.append(elapsed)
-        recent = step_times[-20:]
-        avg = sum(recent) / len(recent)
-        if on_step is not None:
-            on_step(state.global_step, mean_loss)
-        m.steps.inc()
-        m.train_loss.set(mean_loss)
-        m.step_duration.observe(elapsed)
-        m.samples_per_second.set(plan.global_batch / elapsed if elapsed > 0 else 0.0)
-        m.tokens_per_second.set(tokens_sum / elapsed if elapsed > 0 and tokens_sum else 0.0)
-        m.epoch.set(state.global_step / plan.steps_per_epoch)
-        telemetry.update(
-            step=state.global_step,
-            epoch=state.global_step / plan.steps_per_epoch,
-            loss=mean_loss,
-            samples_per_second=plan.global_batch / elapsed if elapsed > 0 else None,
-            eta_seconds=avg * (plan.total_steps - state.global_step),
-        )
-        epoch_end = state.global_step % plan.steps_per_epoch == 0 or state.global_step == plan.total_steps
-        eval_due = epoch_end or bool(
-            cfg.training.eval_every_steps and state.global_step % cfg.training.eval_every_steps == 0
-        )
-        saved = False
-        if eval_due:
-            telemetry.update(state="evaluating")
-            metrics = backend.evaluate()
-            if metrics:
-                state.eval_metrics = metrics
-                _set_eval_metrics(telemetry, metrics)
-                value = metrics.get(es_metric, metrics[EVAL_LOSS])
-                if improved(es_metric, value, state.best_metric):
-                    state.best_metric = value
-                    state.best_step = state.global_step
-                    state.best_eval_metrics = dict(metrics)
-                    state.evals_without_improvement = 0
-                else:
-                    state.evals_without_improvement += 1
-                    if early_stopping and state.evals_without_improvement >= es.patience:
-                        state.early_stopped = True
-            telemetry.update(state="training", eval_metrics=dict(state.eval_metrics))
-            checkpoint()
-            saved = True
-        every = cfg.checkpoint.every_steps
-        if not saved and ((every and state.global_step % every == 0) or due_votes > 0 or (stop_votes > 0)):
-            checkpoint()
-            saved = True
-        hold_after_step(state.global_step, stop, info.is_main)  # KADAPT_HOLD_AFTER_STEP
-        if stop_votes > 0:
-            telemetry.update(state="stopped", message="stopped by signal; checkpoint saved")
-            raise Stopped(telemetry.snapshot())
-
-    # --- save the best model
-    telemetry.update(state="saving")
-    final_metrics = dict(state.eval_metrics)
-    if state.best_step is not None and state.best_step != state.global_step:
-        best = ckpt_root / tag_for(state.best_step)
-        if best.exists():
-            backend.load(best, weights_only=True)
-            final_metrics = dict(state.best_eval_metrics)
-            if info.is_main:
-                print(f"kadapt: keeping the best model, from step {state.best_step}", flush=True)
-    backend.save_output(out_dir)
-    final = telemetry.snapshot()
-    final.state = "succeeded"
-    final.step = state.global_step
-    final.eval_metrics = final_metrics
-    final.wall_seconds = time.monotonic() - started
-    final.eta_seconds = 0.0
-    final.message = "early stopped" if state.early_stopped else None
-    telemetry.update(**final.model_dump(exclude={"wall_seconds"}))
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / (RESULT_FILE + ".tmp")
-        tmp.write_text(final.model_dump_json(indent=2))
-        os.replace(tmp, out_dir / RESULT_FILE)
-    dist.barrier()
-    return final
-
-
-def _set_eval_metrics(telemetry: Telemetry, metrics: dict[str, float]) -> None:
-    """Mirror evaluation results into the gauges."""
-    m = telemetry.metrics
-    if EVAL_LOSS in metrics:
-        m.eval_loss.set(metrics[EVAL_LOSS])
-    if ACCURACY in metrics:
-        m.eval_accuracy.set(metrics[ACCURACY])
-    if "perplexity" in metrics:
-        m.eval_perplexity.set(metrics["perplexity"])
+        recipe.cleanup()
 
 
 def load_config(path: Path) -> TrainerConfig:

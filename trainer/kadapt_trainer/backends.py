@@ -1,0 +1,258 @@
+"""The two ways the recipe trains, both built from one :class:`TrainContext`.
+
+* :class:`EngineBackend`: every strategy on the DeepSpeed engine.
+* :class:`CachedHeadBackend`: head-only classification on cached backbone features
+  (see ``features.py``): one backbone pass, then the head alone.
+
+The recipe's loop only sees the :class:`Backend` protocol, so a third way of training (or a
+test double) plugs in without touching the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from kadapt_trainer import dist
+from kadapt_trainer.config import TrainerConfig, gradient_accumulation
+from kadapt_trainer.data import Encoded, collate
+from kadapt_trainer.errors import BadInputError
+from kadapt_trainer.evaluate import evaluate
+from kadapt_trainer.features import CachedHeadTrainer, extract_features, steps_per_epoch
+from kadapt_trainer.modeling import write_pooled_code
+from kadapt_trainer.strategies import AppliedStrategy, find_head
+
+#: The cached-feature backend's checkpoint (head, optimizer, scheduler), written by rank 0.
+HEAD_STATE_FILE = "head.pt"
+#: Sub-folder of the output with the LoRA adapter merged into the base (``output.mergeAdapter``).
+MERGED_DIR = "merged"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Step arithmetic of the job."""
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    global_batch: int
+    accumulation: int
+
+
+def make_plan(cfg: TrainerConfig, n_train: int, world_size: int) -> Plan:
+    """Steps per epoch and in total (``maxSteps`` overrides ``epochs``).
+
+    Raises:
+        BadInputError: when the global batch does not split into micro-batches on this world size.
+    """
+    try:
+        accumulation = gradient_accumulation(cfg.training, world_size)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from exc
+    spe = steps_per_epoch(n_train, cfg.training.global_batch_size)
+    total = cfg.training.max_steps or cfg.training.epochs * spe
+    return Plan(spe, total, math.ceil(total / spe), cfg.training.global_batch_size, accumulation)
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Everything a backend is built from: the job, this rank, the prepared model and data.
+
+    The recipe's ``setup`` fills it once; backends read it and keep no copies of the parts.
+    """
+
+    cfg: TrainerConfig
+    info: dist.DistInfo
+    plan: Plan
+    model: nn.Module
+    applied: AppliedStrategy
+    tokenizer: Any
+    train: Encoded
+    validation: Encoded | None
+    pad_id: int
+    device: torch.device
+
+    @property
+    def has_validation(self) -> bool:
+        """True when there is at least one validation example."""
+        return self.validation is not None and len(self.validation) > 0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step reports from this rank.
+
+    ``loss`` is this rank's share: summed over all ranks it is the step's loss.
+    ``tokens`` counts this rank's non-padding input tokens (0 where not measured).
+    """
+
+    loss: float
+    tokens: int
+
+
+class Backend(Protocol):
+    """What the recipe's loop needs from a way of training."""
+
+    device: torch.device
+
+    def train_step(self, indices: list[int]) -> StepResult:
+        """One optimizer step on this global batch (every rank gets the same indices)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (identical on every rank)."""
+
+    def save(self, folder: Path) -> None:
+        """Write this rank's part of a checkpoint."""
+
+    def load(self, folder: Path, weights_only: bool = False) -> None:
+        """Restore from a checkpoint (weights only: for the best model at the end)."""
+
+    def save_output(self, out: Path) -> None:
+        """Write the trained model (all ranks call; rank 0 writes)."""
+
+
+class EngineBackend:
+    """Every strategy on the DeepSpeed engine."""
+
+    def __init__(self, ctx: TrainContext) -> None:
+        from kadapt_trainer.engine import build_engine
+
+        self.ctx = ctx
+        self.engine, self.optimizer, self.scheduler = build_engine(
+            ctx.model, ctx.cfg, ctx.info.world_size, ctx.applied.head_names, ctx.plan.total_steps
+        )
+        self.device: torch.device = self.engine.device
+
+    def train_step(self, indices: list[int]) -> StepResult:
+        """Forward and backward per micro-batch; DeepSpeed steps at the accumulation boundary."""
+        ctx = self.ctx
+        micro = ctx.cfg.training.micro_batch_size
+        self.engine.train()
+        total = 0.0
+        tokens = 0
+        for k in range(ctx.plan.accumulation):
+            start = (k * ctx.info.world_size + ctx.info.rank) * micro
+            batch = collate(ctx.train, indices[start : start + micro], ctx.pad_id, ctx.cfg.task)
+            tokens += int(batch["attention_mask"].sum())
+            batch = {key: v.to(self.device) for key, v in batch.items()}
+            loss = self.engine(**batch).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            total += float(loss.detach())
+        return StepResult(total / ctx.plan.accumulation / ctx.info.world_size, tokens)
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss and the task's metric over the validation split, each rank a share."""
+        ctx = self.ctx
+        if ctx.validation is None or not ctx.has_validation:
+            return {}
+        self.engine.eval()
+
+        def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+        micro = ctx.cfg.training.micro_batch_size
+        return evaluate(forward, ctx.validation, ctx.cfg.task, ctx.pad_id, micro, ctx.info, self.device)
+
+    def save(self, folder: Path) -> None:
+        """DeepSpeed's own checkpoint (frozen parameters left out: they never change)."""
+        self.engine.save_checkpoint(
+            str(folder.parent), tag=folder.name, save_latest=False, exclude_frozen_parameters=True
+        )
+
+    def load(self, folder: Path, weights_only: bool = False) -> None:
+        """DeepSpeed's loader; ``weights_only`` skips optimizer and scheduler state."""
+        path, _ = self.engine.load_checkpoint(
+            str(folder.parent),
+            tag=folder.name,
+            load_module_strict=False,
+            load_optimizer_states=not weights_only,
+            load_lr_scheduler_states=not weights_only,
+            load_module_only=weights_only,
+        )
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint in {folder}")
+
+    def save_output(self, out: Path) -> None:
+        """HF format; under ZeRO-3 the parameters are gathered first."""
+        model = self.engine.module
+        ctx = self.ctx
+        if ctx.cfg.deepspeed.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+                if ctx.info.is_main:
+                    save_model(model, out, ctx, merge_in_place=False)
+        elif ctx.info.is_main:
+            save_model(model, out, ctx, merge_in_place=True)
+        dist.barrier()
+
+
+class CachedHeadBackend:
+    """Head-only classification: features once, then the head alone (see features.py)."""
+
+    def __init__(self, ctx: TrainContext) -> None:
+        from kadapt_trainer.engine import make_optimizer
+
+        self.ctx = ctx
+        self.device = ctx.device
+        model = ctx.model.to(ctx.device)
+        _, head = find_head(model, ctx.cfg.task)
+        assert ctx.train.labels is not None
+        features = extract_features(model, head, ctx.train, ctx.pad_id, ctx.info, ctx.device)
+        self.val_features: torch.Tensor | None = None
+        self.val_labels: torch.Tensor | None = None
+        if ctx.validation is not None and ctx.has_validation:
+            assert ctx.validation.labels is not None
+            self.val_features = extract_features(model, head, ctx.validation, ctx.pad_id, ctx.info, ctx.device)
+            self.val_labels = torch.tensor(ctx.validation.labels, dtype=torch.long)
+        optimizer, scheduler = make_optimizer(head, ctx.cfg, [], ctx.plan.total_steps, all_head=True)
+        labels = torch.tensor(ctx.train.labels, dtype=torch.long)
+        self.trainer = CachedHeadTrainer(head, features, labels, optimizer, scheduler, ctx.device)
+
+    def train_step(self, indices: list[int]) -> StepResult:
+        """Every rank computes the same full-batch step, so each reports 1/world of its loss."""
+        return StepResult(self.trainer.step(indices) / self.ctx.info.world_size, 0)
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy of the head on the cached validation features."""
+        if self.val_features is None or self.val_labels is None:
+            return {}
+        return self.trainer.evaluate(self.val_features, self.val_labels)
+
+    def save(self, folder: Path) -> None:
+        """Rank 0 writes head, optimizer and scheduler (identical on every rank)."""
+        if self.ctx.info.is_main:
+            torch.save(self.trainer.state_dict(), folder / HEAD_STATE_FILE)
+
+    def load(self, folder: Path, weights_only: bool = False) -> None:
+        """Every rank reads rank 0's file."""
+        state = torch.load(folder / HEAD_STATE_FILE, map_location="cpu", weights_only=False)
+        self.trainer.load_state_dict(state, weights_only=weights_only)
+
+    def save_output(self, out: Path) -> None:
+        """The whole model (frozen backbone plus trained head) in HF format."""
+        if self.ctx.info.is_main:
+            save_model(self.ctx.model, out, self.ctx, merge_in_place=True)
+        dist.barrier()
+
+
+def save_model(model: Any, out: Path, ctx: TrainContext, merge_in_place: bool) -> None:
+    """HF format (adapter for LoRA, optionally merged), tokenizer, pooled-model code."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    ctx.tokenizer.save_pretrained(str(out))
+    write_pooled_code(model, out)
+    if ctx.cfg.output.merge_adapter and hasattr(model, "merge_and_unload"):
+        target = model if merge_in_place else copy.deepcopy(model)
+        merged = target.merge_and_unload()
+        merged_dir = out / MERGED_DIR
+        merged.save_pretrained(str(merged_dir))
+        ctx.tokenizer.save_pretrained(str(merged_dir))
+        write_pooled_code(merged, merged_dir)
