@@ -421,6 +421,11 @@ class ProgressReport(BaseModel):
     world_size: int = 1
     wall_seconds: float = 0.0
     message: str | None = None
+    #: Rows left out of training/validation, by reason (empty_text, missing_label, no_tokens,
+    #: no_target_tokens); see kadapt_trainer.data. Counted, never silent.
+    dropped_rows: dict[str, int] = Field(default_factory=dict)
+    #: Warnings about the input the run went on with (maxLength clamped, labels merged from forms).
+    warnings: list[str] = Field(default_factory=list)
 
 
 def gradient_accumulation(training: TrainingSpec, world_size: int) -> int:
