@@ -55,8 +55,12 @@ def make_tokenizer(folder: Path, arch: str) -> Any:
     return fast
 
 
-def make_model(folder: Path, arch: str, layers: int = 2) -> Path:
-    """Save a randomly initialised tiny model (and its tokenizer) into ``folder``."""
+def make_model(folder: Path, arch: str, layers: int = 2, dropout: float = 0.1) -> Path:
+    """Save a randomly initialised tiny model (and its tokenizer) into ``folder``.
+
+    ``dropout=0`` makes a forward pass independent of the random state, which tests that
+    compare differently batched runs need.
+    """
     import torch
     from transformers import (
         BertConfig,
@@ -83,6 +87,8 @@ def make_model(folder: Path, arch: str, layers: int = 2) -> Path:
                 max_position_embeddings=64,
                 pad_token_id=tok.pad_token_id,
                 initializer_range=0.3,  # a random backbone whose CLS features still vary with the input
+                hidden_dropout_prob=dropout,
+                attention_probs_dropout_prob=dropout,
             )
         )
     elif arch == "gpt2":
@@ -96,6 +102,10 @@ def make_model(folder: Path, arch: str, layers: int = 2) -> Path:
                 pad_token_id=tok.pad_token_id,
                 bos_token_id=tok.eos_token_id,
                 eos_token_id=tok.eos_token_id,
+                resid_pdrop=dropout,
+                embd_pdrop=dropout,
+                attn_pdrop=dropout,
+                summary_first_dropout=dropout,
             )
         )
     else:
@@ -111,6 +121,7 @@ def make_model(folder: Path, arch: str, layers: int = 2) -> Path:
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
                 bos_token_id=tok.eos_token_id,
+                attention_dropout=dropout,
             )
         )
     model.save_pretrained(str(folder))
