@@ -118,3 +118,92 @@ def test_entry_point_exit_code_and_single_stderr_line(tmp_path: Path, tiny_model
         f"kadapt-trainer: error: dataset.textField 'text' is not a column of {tmp_path / 'd.jsonl'}; "
         "available columns: txt"
     ]
+
+
+def _nan_model(folder: Path) -> Path:
+    """A tiny BERT whose saved embedding LayerNorm is NaN (a corrupted checkpoint): every loss is NaN."""
+    import torch
+    from transformers import BertModel
+
+    tiny.make_model(folder, "bert", layers=1)
+    model = BertModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        model.embeddings.LayerNorm.weight.fill_(float("nan"))
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def test_nan_training_loss_fails_the_job_with_its_cause(
+    tmp_path: Path, isolated_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tiny.write_jsonl(tmp_path / "d.jsonl", tiny.classification_rows(16))
+    config = _config(
+        tmp_path,
+        _nan_model(tmp_path / "nan-bert"),
+        data,
+        training={"epochs": 1, "globalBatchSize": 8, "microBatchSize": 8},
+    )
+    assert main(["--config", str(config)]) == EXIT_BAD_INPUT
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kadapt-trainer:")]
+    assert len(err) == 1 and err[0].startswith("kadapt-trainer: error: training loss is nan at step 1"), err
+    assert not (tmp_path / "out" / "kadapt-result.json").exists(), "a diverged run must never write a result"
+
+
+def test_fp16_without_cuda_is_refused_before_the_model_loads(
+    tmp_path: Path, tiny_models: dict[str, Path], isolated_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kadapt_trainer import modeling
+
+    data = tiny.write_jsonl(tmp_path / "d.jsonl", tiny.classification_rows(16))
+    config = _config(tmp_path, tiny_models["bert"], data, training={"precision": "fp16"})
+    loaded: list[Any] = []
+    original = modeling.load_model
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        loaded.append(args)
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("kadapt_trainer.recipe.load_model", spy)
+        code = main(["--config", str(config)])
+    assert code == EXIT_BAD_INPUT and not loaded
+    err = capsys.readouterr().err
+    assert "training.precision fp16 needs a CUDA GPU" in err and "use precision fp32" in err
+
+
+def test_bf16_on_a_gpu_without_bf16_is_refused() -> None:
+    from kadapt_trainer.errors import BadInputError
+    from kadapt_trainer.modeling import check_precision
+
+    with pytest.raises(BadInputError, match=r"training\.precision bf16 is not supported by this GPU"):
+        check_precision("bf16", cuda=True, bf16_supported=False)
+    check_precision("bf16", cuda=True, bf16_supported=True)
+    check_precision("fp16", cuda=True)
+    check_precision("fp32", cuda=False)
+
+
+def test_dropped_rows_and_warnings_reach_the_log_and_the_result(
+    tmp_path: Path, tiny_models: dict[str, Path], isolated_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [*tiny.classification_rows(24), {"text": "  ", "label": "alpha"}, {"text": "the cat", "label": None}]
+    config = _config(
+        tmp_path,
+        tiny_models["bert"],
+        tiny.write_jsonl(tmp_path / "d.jsonl", rows),
+        strategy={"type": "head-only"},
+        dataset={"maxLength": 1024},
+        training={"epochs": 1, "globalBatchSize": 8, "microBatchSize": 8},
+    )
+    raw = json.loads(config.read_text())
+    raw["strategy"] = {"type": "head-only"}
+    config.write_text(json.dumps(raw))
+    assert main(["--config", str(config)]) == 0
+    result = json.loads((tmp_path / "out" / "kadapt-result.json").read_text())
+    assert result["state"] == "succeeded"
+    assert result["dropped_rows"] == {"empty_text": 1, "missing_label": 1}
+    assert result["warnings"] == [
+        "dataset.maxLength 1024 is beyond the model's limit of 64 positions; texts are truncated to 64 tokens"
+    ]
+    out = capsys.readouterr().out
+    assert "kadapt: dropped 2 rows: 1 empty text, 1 missing label" in out
+    assert "kadapt: warning: dataset.maxLength 1024" in out

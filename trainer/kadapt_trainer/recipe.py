@@ -40,11 +40,11 @@ from kadapt_trainer.config import (
     TrainerConfig,
     resolve_uri,
 )
-from kadapt_trainer.data import TextData, encode, epoch_order, load_text_data
-from kadapt_trainer.errors import BadInputError
+from kadapt_trainer.data import TextData, encode, epoch_order, input_report, load_text_data
+from kadapt_trainer.errors import BadInputError, check_finite_loss
 from kadapt_trainer.evaluate import ACCURACY, EVAL_LOSS, PERPLEXITY, improved
 from kadapt_trainer.hold import hold_after_step
-from kadapt_trainer.modeling import load_model, load_tokenizer, resolve_model_path
+from kadapt_trainer.modeling import check_precision, load_model, load_tokenizer, resolve_model_path
 from kadapt_trainer.strategies import apply_strategy, resolve_auto
 from kadapt_trainer.telemetry import Telemetry, progress_port
 
@@ -176,6 +176,7 @@ class AdaptationRecipe:
     def _prepare(self) -> TrainContext:
         """Data, tokenizer, step plan, model with its strategy applied, encoded examples."""
         cfg, info = self.cfg, self.info
+        check_precision(cfg.training.precision)  # fp16 without CUDA, bf16 unsupported: refused (exit 2)
         data = load_text_data(cfg)
         model_path = resolve_model_path(cfg.model)
         tokenizer = load_tokenizer(model_path)
@@ -185,8 +186,9 @@ class AdaptationRecipe:
         spec, reason = resolve_strategy(cfg, data, model)
         model, applied = apply_strategy(model, spec, cfg.task, reason)
         max_length = cfg.dataset.max_length
-        train = encode(data.train, tokenizer, data, max_length)
-        validation = encode(data.validation, tokenizer, data, max_length) if data.validation else None
+        train = encode(data.train, tokenizer, data, max_length, cfg.task)
+        validation = encode(data.validation, tokenizer, data, max_length, cfg.task) if data.validation else None
+        plan = make_plan(cfg, len(train), info.world_size)  # rows without tokens were dropped (data.encode)
         pad_id = int(tokenizer.pad_token_id)
         device = dist.device_for(info)
         return TrainContext(cfg, info, plan, model, applied, tokenizer, train, validation, pad_id, device)
@@ -214,6 +216,10 @@ class AdaptationRecipe:
                 f"{len(ctx.train)} train / {n_val} validation examples; {ctx.plan.total_steps} steps",
                 flush=True,
             )
+        inputs = input_report(ctx.train, ctx.validation)  # rows dropped and warnings: log, /progress, result
+        self.telemetry.update(**inputs.fields())
+        for line in inputs.lines() if self.info.is_main else []:
+            print(line, flush=True)
 
     def _build_backend(self) -> Backend:
         """Cached features for head-only classification (unless turned off), else the engine."""
@@ -244,6 +250,7 @@ class AdaptationRecipe:
         )
         while self.state.global_step < plan.total_steps and not self.state.early_stopped:
             outcome = self._train_step()
+            check_finite_loss(outcome.loss, self.state.global_step + 1)  # NaN/inf fails the job (exit 2)
             self._record_step(outcome)
             saved = self._evaluate_if_due()
             if not saved and (self._checkpoint_step_due() or outcome.checkpoint_due or outcome.stop_requested):
