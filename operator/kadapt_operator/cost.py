@@ -166,19 +166,53 @@ class CostLedger:
 
     gpu_seconds: float = 0.0
     accounted_until: Mapping[str, datetime] = field(default_factory=dict)
+    #: Pods whose mark in status could not be read: repaired to the next sample (see :func:`accrue`).
+    unreadable: frozenset[str] = frozenset()
+    #: One message per entry of status that could not be read (for a Warning Event).
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_status(cls, cost_status: Mapping[str, Any] | None) -> CostLedger:
-        """Read ``status.cost`` (camelCase dict); missing or empty gives an empty ledger."""
+        """Read ``status.cost`` (camelCase dict); missing or empty gives an empty ledger.
+
+        Never raises: a malformed entry (a hand-edited timestamp, a total that is not a number)
+        would otherwise fail every poll of the job for good. An unreadable pod mark is kept in
+        ``unreadable`` and repaired by the next :func:`accrue` (the pod's time up to that sample
+        counts as already counted: at most one poll interval is lost, where dropping the mark
+        would count the pod's whole life again); an unreadable total starts again at zero.
+        Each repair is named in ``problems``.
+        """
         if not cost_status:
             return cls()
+        problems: list[str] = []
         marks_raw = cost_status.get(STATUS_ACCOUNTED_UNTIL) or {}
+        if not isinstance(marks_raw, Mapping):
+            problems.append(f"status.cost.{STATUS_ACCOUNTED_UNTIL} is not a map ({marks_raw!r}); replaced")
+            marks_raw = {}
         marks: dict[str, datetime] = {}
+        unreadable: set[str] = set()
         for key, value in marks_raw.items():
-            ts = parse_time(value)
+            try:
+                ts = parse_time(value)
+            except (TypeError, ValueError, AttributeError):
+                unreadable.add(str(key))
+                problems.append(
+                    f"status.cost.{STATUS_ACCOUNTED_UNTIL}.{key}: {value!r} is not an RFC 3339 time; "
+                    "repaired to the next sample"
+                )
+                continue
             if ts is not None:
                 marks[str(key)] = ts
-        return cls(gpu_seconds=float(cost_status.get(STATUS_GPU_SECONDS) or 0.0), accounted_until=marks)
+        raw_total = cost_status.get(STATUS_GPU_SECONDS) or 0.0
+        try:
+            total = float(raw_total)
+            if not math.isfinite(total) or total < 0:
+                raise ValueError(raw_total)
+        except (TypeError, ValueError):
+            problems.append(f"status.cost.{STATUS_GPU_SECONDS}: {raw_total!r} is not a number >= 0; reset to 0")
+            total = 0.0
+        return cls(gpu_seconds=total, accounted_until=marks, unreadable=frozenset(unreadable),
+                   problems=tuple(problems))
 
     def to_status(self) -> dict[str, Any]:
         """The ledger's part of ``status.cost``: ``gpuSeconds`` and ``accountedUntil``.
@@ -245,6 +279,10 @@ def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Ac
         if pod.started_at is None:
             continue
         start = _utc(pod.started_at)
+        if pod.key in ledger.unreadable and pod.key not in marks:
+            # Repair an unreadable mark: what ran up to now counts as counted (see from_status).
+            marks[pod.key] = max(min(_utc(pod.finished_at), now) if pod.finished_at is not None else now, start)
+            continue
         mark = marks.get(pod.key)
         if pod.finished_at is not None and mark is not None:
             finished = max(_utc(pod.finished_at), start)
