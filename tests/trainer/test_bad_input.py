@@ -207,3 +207,46 @@ def test_dropped_rows_and_warnings_reach_the_log_and_the_result(
     out = capsys.readouterr().out
     assert "kadapt: dropped 2 rows: 1 empty text, 1 missing label" in out
     assert "kadapt: warning: dataset.maxLength 1024" in out
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_launcher_keeps_exit_2_and_writes_the_termination_message(
+    tmp_path: Path, tiny_models: dict[str, Path], nproc: int
+) -> None:
+    """torchrun turns a worker's exit 2 into 1; the launcher keeps 2 and the one-line cause."""
+    from kadapt_trainer.dist import free_port
+
+    config = _config(tmp_path, tiny_models["bert"], tiny.write_jsonl(tmp_path / "d.jsonl", [{"txt": "a"}]))
+    term = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "kadapt_trainer.launch", "--nproc-per-node", str(nproc),
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+            "-m", "kadapt_trainer", "--config", str(config),
+        ],
+        cwd=ROOT, env=trainer_env(KADAPT_TERMINATION_LOG=str(term)), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr[-3000:]
+    expected = f"dataset.textField 'text' is not a column of {tmp_path / 'd.jsonl'}; available columns: txt"
+    assert term.read_text() == expected + "\n"
+
+
+def test_launcher_passes_other_failures_through(tmp_path: Path) -> None:
+    from kadapt_trainer.errors import record_exit
+    from kadapt_trainer.launch import worker_exit
+
+    assert worker_exit(0, tmp_path) == 0
+    assert worker_exit(1, tmp_path) == 1  # a crash stays a crash (retryable)
+    assert worker_exit(-9, tmp_path) == 137
+    record_exit(EXIT_BAD_INPUT, "dataset.uri: x", env={"KADAPT_EXIT_DIR": str(tmp_path), "RANK": "1"})
+    assert worker_exit(1, tmp_path) == EXIT_BAD_INPUT
+
+
+def test_termination_message_is_one_line_and_never_a_stray_dev_file(tmp_path: Path) -> None:
+    from kadapt_trainer.errors import termination_log_path, write_termination_message
+
+    target = tmp_path / "term"
+    write_termination_message("first line\nsecond", env={"KADAPT_TERMINATION_LOG": str(target)})
+    assert target.read_text() == "first line\n"
+    if not Path("/dev/termination-log").exists():
+        assert termination_log_path(env={}) is None

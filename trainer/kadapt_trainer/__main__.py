@@ -1,7 +1,8 @@
 """``python -m kadapt_trainer --config PATH``: the entry point of every worker process.
 
-Exit codes: 0 done, 2 bad input (one line on stderr, before training), 143 stopped by
-SIGTERM/SIGINT after a checkpoint (the Job's podFailurePolicy ignores it), 1 anything else.
+Exit codes: 0 done; 2 bad input or a diverged (NaN/inf) loss, no retry can fix it (one line
+on stderr and in the container's termination message); 143 stopped by SIGTERM/SIGINT after a
+checkpoint (the Job's podFailurePolicy ignores it); 1 anything else.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, "1" if name.startswith("HF") else "false")
 
     from kadapt_trainer.checkpoint import StopSignal
-    from kadapt_trainer.errors import BadInputError
+    from kadapt_trainer.errors import BadInputError, record_exit, write_termination_message
     from kadapt_trainer.recipe import Stopped, load_config, run
 
     stop = StopSignal().install()
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         report = run(cfg, stop=stop)
     except BadInputError as exc:
         print(f"kadapt-trainer: error: {exc}", file=sys.stderr, flush=True)
+        # The cause where Kubernetes shows it (terminationMessagePath) and where the launcher
+        # finds this rank's exit code (torchrun itself would turn 2 into 1).
+        write_termination_message(str(exc))
+        record_exit(EXIT_BAD_INPUT, str(exc))
         return EXIT_BAD_INPUT
     except Stopped as exc:
         if main_rank:
