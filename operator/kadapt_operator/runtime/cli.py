@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from kadapt_operator import __version__
+
 OPERATOR_HELP = "Run the kadapt operator: watch AdaptationJobs and run them as Indexed Jobs."
 
 
@@ -62,10 +64,22 @@ def operator(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log = logging.getLogger("kadapt.operator")
+    served = "all namespaces" if options.clusterwide else "namespaces " + ", ".join(options.namespaces)
+    log.info("kadapt operator %s serving %s", __version__, served)
     if options.serve_metrics:
         from kadapt_operator.metrics import serve_metrics
 
-        serve_metrics(settings.metrics_port)
+        try:
+            serve_metrics(settings.metrics_port)
+        except OSError as exc:
+            typer.echo(
+                f"kadapt operator: cannot serve metrics on port {settings.metrics_port}: {exc.strerror or exc}; "
+                "set metricsPort in the operator settings (or KADAPT_METRICS_PORT) to a free port, "
+                "or pass --no-metrics",
+                err=True,
+            )
+            raise typer.Exit(2) from None
     asyncio.run(run_operator(settings, options))
 
 
