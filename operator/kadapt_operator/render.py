@@ -33,6 +33,9 @@ from kadapt_trainer.config import (
 
 #: The trainer container of every worker pod.
 CONTAINER_NAME = "trainer"
+#: Where the trainer writes its one-line cause (Kubernetes' default path, set explicitly; the
+#: trainer's ``kadapt_trainer.errors.TERMINATION_LOG`` is the same).
+TERMINATION_LOG = "/dev/termination-log"
 #: Rank 0's /progress and /metrics port name (the number is ``settings.progress_port``).
 METRICS_PORT_NAME = "metrics"
 #: torch.distributed rendezvous (TCPStore on pod 0).
@@ -313,6 +316,10 @@ def _pod_spec(job: AdaptationJob, settings: OperatorSettings) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        # The trainer writes its one-line cause here on bad input (exit 2); with nothing written
+        # the kubelet falls back to the log's tail. The operator reads it from
+        # containerStatuses[].state.terminated.message (runtime/termination.py).
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     spec: dict[str, Any] = {

@@ -1,0 +1,121 @@
+"""How a trainer pod ended, read from its container status: the pure classification the
+reconcile's restart/failure decision uses.
+
+The trainer exits 2 for input that no retry can fix (bad config, data or model, or a loss
+that diverged to NaN/inf) and writes its one-line cause to the container's termination
+message (``terminationMessagePath``; the launcher keeps the 2 that torchrun would turn into 1).
+Restarting the gang would only repeat the failure on a new GPU start ``backoffLimit`` times,
+so such a pod fails the job at once, with the cause in the ``Failed`` condition and an Event.
+
+Contract for the caller (the reconcile's restart decision):
+
+- ``classify_pod(pod)`` takes one Pod object as the API returns it (a mapping) and returns
+  ``None`` while the trainer container has not terminated, else a frozen ``Termination``;
+- ``permanent_failure(pods)`` returns the first pod (lowest completion index) whose trainer
+  ended with ``Outcome.BAD_INPUT``, or ``None``: when it returns one, fail the job now with
+  ``termination.cause`` (reason ``BadInput``) and do not restart the gang; peers that then
+  exit 1 on the broken rendezvous do not change that.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from kadapt_operator.render import COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME
+from kadapt_trainer.config import EXIT_BAD_INPUT, EXIT_STOPPED
+
+#: The trainer's own error line, found when the kubelet fell back to the log's tail.
+_TRAINER_ERROR = re.compile(r"kadapt-trainer: error: (.+)")
+#: Longest cause kept (a condition message should stay readable).
+MAX_CAUSE = 1024
+
+
+class Outcome(StrEnum):
+    """What the trainer container's exit means for the job."""
+
+    SUCCEEDED = "Succeeded"
+    #: 143: checkpointed and stopped (preemption, suspend, budget): not a failure.
+    STOPPED = "Stopped"
+    #: 2: bad input or a diverged loss: permanent, fail the job now, no restarts.
+    BAD_INPUT = "BadInput"
+    #: Anything else (crash, OOM, lost peer): may be retried from the checkpoint.
+    CRASHED = "Crashed"
+
+
+@dataclass(frozen=True)
+class Termination:
+    """One pod's trainer container, terminated."""
+
+    pod: str
+    exit_code: int
+    outcome: Outcome
+    cause: str
+    reason: str | None = None
+    index: int | None = None
+
+    @property
+    def permanent(self) -> bool:
+        """True when no restart can fix it: fail the job at once."""
+        return self.outcome == Outcome.BAD_INPUT
+
+
+def _terminated(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for key in ("state", "lastState"):
+        terminated = (status.get(key) or {}).get("terminated")
+        if terminated:
+            return terminated
+    return None
+
+
+def cause_of(message: str | None, exit_code: int, reason: str | None) -> str:
+    """One line: the trainer's own cause if the message carries it, else what the exit says."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        own = _TRAINER_ERROR.search(line)
+        if own:
+            return own.group(1).strip()[:MAX_CAUSE]
+    if lines and (exit_code == EXIT_BAD_INPUT or len(lines) == 1):
+        return lines[0][:MAX_CAUSE]
+    if reason == "OOMKilled":
+        return f"the trainer ran out of memory (OOMKilled, exit code {exit_code}); request more memory"
+    if exit_code == EXIT_BAD_INPUT:
+        return f"bad input (exit code {exit_code}); see the trainer's log"
+    return f"the trainer exited with code {exit_code}" + (f" ({reason})" if reason else "")
+
+
+def classify_pod(pod: Mapping[str, Any], container: str = CONTAINER_NAME) -> Termination | None:
+    """How this pod's trainer container ended; None while it has not terminated."""
+    meta = pod.get("metadata") or {}
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    status = next((s for s in statuses if s.get("name") == container), None)
+    if status is None:
+        return None
+    terminated = _terminated(status)
+    if terminated is None or terminated.get("exitCode") is None:
+        return None
+    code = int(terminated["exitCode"])
+    reason = terminated.get("reason")
+    if code == 0:
+        outcome = Outcome.SUCCEEDED
+    elif code == EXIT_STOPPED:
+        outcome = Outcome.STOPPED
+    elif code == EXIT_BAD_INPUT:
+        outcome = Outcome.BAD_INPUT
+    else:
+        outcome = Outcome.CRASHED
+    raw_index = (meta.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
+    index = int(raw_index) if isinstance(raw_index, str) and raw_index.isdigit() else None
+    cause = "" if outcome == Outcome.SUCCEEDED else cause_of(terminated.get("message"), code, reason)
+    return Termination(str(meta.get("name", "")), code, outcome, cause, reason, index)
+
+
+def permanent_failure(pods: Iterable[Mapping[str, Any]], container: str = CONTAINER_NAME) -> Termination | None:
+    """The gang's first pod that failed for good (bad input), or None: then restarts may help."""
+    found = [t for t in (classify_pod(p, container) for p in pods) if t is not None and t.permanent]
+    if not found:
+        return None
+    return min(found, key=lambda t: (t.index is None, t.index or 0, t.pod))
