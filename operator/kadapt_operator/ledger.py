@@ -17,6 +17,8 @@ booked into a ledger that outlives the jobs and the operator:
   or ``total`` (never resets). A new period starts at zero: that is the reset. The last
   :data:`KEEP_PERIODS` periods stay in the ledger for reference.
 
+``BudgetPeriod`` (re-exported here) is the operator setting ``namespaceBudgetPeriod``.
+
 Pure: no client, no clock (``now`` is passed). The runtime reads the ConfigMap, calls
 :meth:`NamespaceLedger.book` for each job's new totals, writes :func:`data_patch` back with the
 ConfigMap's ``resourceVersion`` (a conflict re-reads and re-books, which is safe), and stops the
@@ -29,12 +31,12 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kadapt_operator.cost import REASON_NAMESPACE_BUDGET, REASON_WITHIN_BUDGET, BudgetDecision, format_time
+from kadapt_operator.settings import BudgetPeriod
 
 #: Prefix of the ledger ConfigMaps' names (``kadapt-spend-<namespace>``).
 LEDGER_PREFIX = "kadapt-spend-"
@@ -46,15 +48,6 @@ KEEP_PERIODS = 13
 _SPEND = "spend."
 _GPU_SECONDS = "gpuSeconds."
 _JOB = "job."
-
-
-class BudgetPeriod(StrEnum):
-    """How long a namespace budget lasts before its spend starts again at zero (UTC)."""
-
-    MONTH = "month"
-    WEEK = "week"
-    DAY = "day"
-    TOTAL = "total"
 
 
 def _utc(now: datetime) -> datetime:

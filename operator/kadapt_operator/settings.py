@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from kadapt_operator import __version__
-from kadapt_operator.ledger import BudgetPeriod
 from kadapt_trainer.config import DEFAULT_PROGRESS_PORT
 
 #: Where the Helm chart mounts the settings file.
@@ -39,6 +39,15 @@ DEFAULT_METRICS_PORT = 8000
 DEFAULT_GPU_PRICE = 2.5
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+class BudgetPeriod(StrEnum):
+    """How long a namespace budget lasts before its spend starts again at zero (UTC)."""
+
+    MONTH = "month"
+    WEEK = "week"
+    DAY = "day"
+    TOTAL = "total"
 
 
 class SettingsError(ValueError):
