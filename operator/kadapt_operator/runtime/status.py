@@ -22,10 +22,12 @@ RESTARTING = "Restarting"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 BUDGET_EXCEEDED = "BudgetExceeded"
-CONDITION_TYPES = (CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED)
+#: Kueue holds the Job suspended (waiting for admission, or preempted).
+QUEUED = "Queued"
+CONDITION_TYPES = (CREATED, QUEUED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED)
 
 PENDING = "Pending"
-PHASES = (PENDING, CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED)
+PHASES = (PENDING, QUEUED, CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED)
 TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
 
 TRUE, FALSE = "True", "False"
@@ -54,6 +56,9 @@ class Reason(StrEnum):
     NOT_RESTARTING = "NotRestarting"
     NOT_FINISHED = "NotFinished"
     IMMUTABLE_FIELD_CHANGED = "ImmutableFieldChanged"
+    WAITING_FOR_ADMISSION = "WaitingForAdmission"
+    PREEMPTED = "Preempted"
+    ADMITTED = "Admitted"
 
 
 #: Container waiting reasons that mean the image will not start without a user's fix.
