@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kadapt_trainer.config import EXIT_STOPPED, PVC_ROOT_ENV
+from kadapt_trainer.errors import TERMINATION_LOG_ENV
 
 #: The annotation the Job controller sets on each pod of an Indexed Job.
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -53,6 +54,11 @@ DEFAULT_GRACE_SECONDS = 30.0
 TORCH_EXTENSIONS_ENV = "TORCH_EXTENSIONS_DIR"
 #: Log lines kept in memory per pod for failure reports.
 LOG_TAIL_LINES = 40
+#: The pod's terminationMessagePath, locally: a file in the pod's run folder (the kubelet's
+#: /dev/termination-log does not exist here); the trainer finds it in KADAPT_TERMINATION_LOG.
+TERMINATION_LOG_FILE = "termination-log"
+#: Kubernetes keeps at most this many bytes of a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class PodSpecUnsupported(ValueError):
@@ -156,6 +162,7 @@ class PodPlan:
     progress_port: int
     grace_seconds: float
     gpus: int = 0
+    termination_log: Path | None = None
 
 
 def _containers(job: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -395,6 +402,9 @@ def plan_pods(
         env[PROGRESS_PORT_ENV] = str(progress_port)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         env["PYTHONUNBUFFERED"] = "1"
+        termination_log = pod_dir / TERMINATION_LOG_FILE if container.get("terminationMessagePath") else None
+        if termination_log is not None:
+            env[TERMINATION_LOG_ENV] = str(termination_log)
         env.update(opts.extra_env)
         argv = [
             expand(rewriter.token(str(a)), env)
@@ -417,6 +427,7 @@ def plan_pods(
                 progress_port=progress_port,
                 grace_seconds=grace,
                 gpus=_gpus(container),
+                termination_log=termination_log,
             )
         )
     return plans
@@ -448,6 +459,8 @@ class LocalPod:
         """
         if self.plan.log_path.exists():
             self.plan.log_path.replace(self.plan.log_path.with_name(self.plan.log_path.name + ".previous"))
+        if self.plan.termination_log is not None:
+            self.plan.termination_log.unlink(missing_ok=True)  # a message belongs to one run of the pod
         log = self.plan.log_path.open("wb")
         try:
             self.process = subprocess.Popen(
@@ -506,6 +519,18 @@ class LocalPod:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return tail(self.plan.log_path, lines)
+
+    def termination_message(self) -> str | None:
+        """What the container wrote to its terminationMessagePath (as the kubelet reports it), if anything."""
+        path = self.plan.termination_log
+        if path is None or self.returncode is None:
+            return None
+        try:
+            data = path.read_bytes()[:TERMINATION_MESSAGE_LIMIT]
+        except OSError:
+            return None
+        text = data.decode("utf-8", "replace").strip()
+        return text or None
 
 
 @dataclass(frozen=True)

@@ -513,10 +513,13 @@ class LocalRun:
                 cause=f"the trainers exited 0 but wrote no {RESULT_FILE} in {self.output_dir}",
             )
         pod = pod or next((p for p in gang.pods if p.exit_code not in (0, None)), gang.rank0)
+        # A pod that wrote a termination message (the trainer's bad-input cause) explains the gang's failure.
+        pod = next((p for p in gang.pods if p.termination_message()), pod)
         lines, worker_code = worker_lines(pod.log_tail(400))
         cause = failure_cause(lines, worker_code if worker_code is not None else pod.exit_code)
         if last is not None and last.state == "failed" and last.message:
             cause = last.message
+        cause = pod.termination_message() or cause
         return self._summary(
             RunStatus.FAILED,
             EXIT_FAILED,
