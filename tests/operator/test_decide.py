@@ -188,8 +188,8 @@ CHILDREN_ROWS = [
     # id, job_exists, job_suspended, want_suspend, restart_after, old listed, trigger, action
     ("spec trigger creates", False, False, False, None, False, Trigger.SPEC, ChildAction.CREATE),
     ("spec trigger creates suspended too", False, False, True, None, False, Trigger.SPEC, ChildAction.CREATE),
-    ("a pod event never creates", False, False, False, None, False, Trigger.CHILDREN, ChildAction.KEEP),
-    ("a tick never creates", False, False, False, None, False, Trigger.TICK, ChildAction.KEEP),
+    ("a pod event re-creates a missing Job", False, False, False, None, False, Trigger.CHILDREN, ChildAction.CREATE),
+    ("a tick re-creates a missing Job", False, False, False, None, False, Trigger.TICK, ChildAction.CREATE),
     ("backoff not over yet", False, False, False, LATER, False, Trigger.TICK, ChildAction.KEEP),
     ("backoff over: recreate", False, False, False, NOW, False, Trigger.TICK, ChildAction.RECREATE),
     ("backoff over on a spec trigger", False, False, False, NOW, False, Trigger.SPEC, ChildAction.RECREATE),

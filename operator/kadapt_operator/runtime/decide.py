@@ -94,6 +94,8 @@ class ChildAction(StrEnum):
     #: Wait: the failed incarnation is still being deleted.
     WAIT_FOR_DELETION = "wait-for-deletion"
     SET_SUSPEND = "set-suspend"
+    #: Delete the Job of a queued job to stop it (Kueue owns its ``suspend``).
+    STOP = "stop"
 
 
 def decide_children(
@@ -105,15 +107,24 @@ def decide_children(
     old_incarnation_listed: bool,
     trigger: Trigger,
     now: datetime,
+    queued: bool = False,
 ) -> ChildAction:
-    """Create the children on a spec trigger, recreate them once a restart's backoff is over.
+    """Create missing children on any trigger, recreate them once a restart's backoff is over.
 
-    A Job that exists only has its ``suspend`` aligned with what the operator wants.
+    Level-triggered: a Job deleted underneath a live job is created again by whatever
+    reconcile comes next (a pod event, a tick), not only by a spec change. A Job that exists
+    only has its ``suspend`` aligned with what the operator wants, except a queued one
+    (``queued``): Kueue alone unsuspends it, so the operator never touches its ``suspend``
+    and stops it by deleting it (:mod:`kadapt_operator.runtime.queueing`).
     """
     if job_exists:
+        if queued:
+            return ChildAction.STOP if want_suspend else ChildAction.KEEP
         return ChildAction.SET_SUSPEND if job_suspended != want_suspend else ChildAction.KEEP
+    if queued and want_suspend:
+        return ChildAction.KEEP
     if restart_after is None:
-        return ChildAction.CREATE if trigger == Trigger.SPEC else ChildAction.KEEP
+        return ChildAction.CREATE
     if now < restart_after:
         return ChildAction.KEEP
     return ChildAction.WAIT_FOR_DELETION if old_incarnation_listed else ChildAction.RECREATE
