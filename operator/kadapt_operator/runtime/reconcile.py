@@ -222,6 +222,12 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         trigger=ctx.trigger,
         now=ctx.now,
     )
+    if action == ChildAction.CREATE and ctx.trigger != Trigger.SPEC:
+        # Missing from the index: ask the API server, which knows the Job this process may have
+        # just created (the index lags behind); create only what is really gone.
+        live = await rt.api().get(JOBS, ctx.namespace, ctx.name)
+        if live is not None:
+            ctx.batch, action = live, ChildAction.KEEP
     try:
         if action in (ChildAction.CREATE, ChildAction.RECREATE):
             applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=want_suspend).objects())
