@@ -606,9 +606,73 @@ def worker_main(spec: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------
 
 
+#: Set by ``--fork-workers``: workers fork from one process that imported the stack once.
+_FORK_CONTEXT: Any = None
+#: What every worker imports before measuring (see :func:`import_stack`), preloaded once.
+STACK_MODULES = ["deepspeed", "peft", "torch", "transformers", "kadapt_trainer.config"]
+
+
+def enable_fork_workers() -> None:
+    """Fork every worker from a server that imported the stack once (``--fork-workers``).
+
+    A fresh worker spends several seconds importing torch, DeepSpeed, transformers and peft
+    before it measures anything; a smoke run of every section launches about ten of them.
+    Forked workers skip that, at a price: their peak RSS includes the server's imported pages
+    from the start, so memory figures are not comparable with a normal run's. For smoke tests
+    (well-formed figures), never for published ones.
+    """
+    global _FORK_CONTEXT
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(STACK_MODULES)
+    forkserver.ensure_running()
+    _FORK_CONTEXT = ctx
+
+
+def _forked_worker(spec: dict[str, Any], log_path: str) -> None:
+    """A forked worker: the same environment and output as a launched one, its output in ``log_path``."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(var, None)
+    try:
+        worker_main(spec)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _launch_forked(spec: dict[str, Any], log_path: Path, timeout: float) -> tuple[int | None, str]:
+    """Run one worker forked from the preloaded server; (exit code, its output)."""
+    proc = _FORK_CONTEXT.Process(target=_forked_worker, args=(spec, str(log_path)))
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    return proc.exitcode, log_path.read_text() if log_path.exists() else ""
+
+
 def launch(spec: dict[str, Any], log_dir: Path, timeout: float = 900) -> dict[str, Any]:
     """Run one worker process and parse its tagged result line."""
     name = f"{len(list(log_dir.iterdir())):03d}-{spec['kind']}-{spec.get('strategy', '')}-z{spec.get('zero', '')}"
+    if _FORK_CONTEXT is not None:
+        t0 = time.perf_counter()
+        code, output = _launch_forked(spec, log_dir / f"{name}.log", timeout)
+        for line in output.splitlines():
+            if line.startswith(RESULT_PREFIX):
+                forked: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+                forked["wall_seconds_process"] = time.perf_counter() - t0
+                return forked
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        raise RuntimeError(f"worker {name} failed (exit {code}):\n{tail}")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "trainer"), env.get("PYTHONPATH", "")])
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -650,9 +714,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import deepspeed
-    import peft
-    import transformers
+    from importlib.metadata import version  # the versions without importing the libraries
 
     return {
         "cpu": cpu,
@@ -661,9 +723,9 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
+        "deepspeed": version("deepspeed"),
+        "transformers": version("transformers"),
+        "peft": version("peft"),
         "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()),
     }
@@ -1070,6 +1132,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategies", help=f"comma-separated strategies for (a) (default {','.join(STRATEGIES)})")
     parser.add_argument("--no-hf-trainer", action="store_true", help="skip the HF Trainer baseline of (d)")
     parser.add_argument("--work", type=Path, help="keep models, data and worker logs here")
+    parser.add_argument(
+        "--fork-workers",
+        action="store_true",
+        help="fork workers from one process that imported the stack once (smoke tests: memory figures not comparable)",
+    )
     parser.add_argument("--render", type=Path, help="only re-render the Markdown of an earlier --json report")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -1115,6 +1182,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every worker gets the same number of compute threads (see docs: 1 keeps a shared machine's
     # load from stalling a thread team, so CPU time per step measures the work itself).
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(settings.threads)
+    if args.fork_workers:
+        enable_fork_workers()  # its server imports the stack while this process builds the fixtures
     report: dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

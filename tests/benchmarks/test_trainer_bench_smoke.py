@@ -40,6 +40,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             sys.executable,
             str(SCRIPT),
             "--quick",
+            # Workers fork from one process that imported torch/DeepSpeed/transformers once,
+            # instead of importing them ten times (this fixture took ~50 s, mostly imports).
+            "--fork-workers",
             "--strategies",
             "lora",
             "--work",
