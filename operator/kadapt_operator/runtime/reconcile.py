@@ -30,7 +30,7 @@ from typing import Any
 import kopf
 
 from kadapt_operator import cost as costing
-from kadapt_operator.api import AdaptationJob
+from kadapt_operator.api import AdaptationJob, AdaptationJobStatus
 from kadapt_operator.metrics import (
     RESTART_DISRUPTION,
     RESTART_FAILURE,
@@ -40,7 +40,7 @@ from kadapt_operator.metrics import (
     sample_from_body,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import decide, progress
+from kadapt_operator.runtime import decide, progress, queueing
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all
 from kadapt_operator.runtime.context import ReconcileContext
@@ -211,6 +211,7 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         kopf.TemporaryError: a child's name is taken by an object kadapt does not own.
     """
     want_suspend = ctx.suspend_reason is not None
+    queued = queueing.queue_name(ctx.job.spec.queue_name, rt.settings.default_queue_name) is not None
     action = decide.decide_children(
         job_exists=ctx.batch is not None,
         job_suspended=bool((ctx.batch or {}).get("spec", {}).get("suspend")),
@@ -221,6 +222,7 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         ),
         trigger=ctx.trigger,
         now=ctx.now,
+        queued=queued,
     )
     if action == ChildAction.CREATE and ctx.trigger != Trigger.SPEC:
         # Missing from the index: ask the API server, which knows the Job this process may have
@@ -230,11 +232,16 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
             ctx.batch, action = live, ChildAction.KEEP
     try:
         if action in (ChildAction.CREATE, ChildAction.RECREATE):
-            applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=want_suspend).objects())
+            # A queued Job is created suspended: only Kueue unsuspends it, when it admits it.
+            suspend = want_suspend or queued
+            applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=suspend).objects())
             ctx.batch, ctx.created_now = applied[-1].obj, True
         if action == ChildAction.RECREATE:
             await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
             ctx.restart_after = None
+        if action == ChildAction.STOP and ctx.batch is not None:
+            await rt.api().delete(JOBS, ctx.namespace, ctx.batch["metadata"]["name"])
+            ctx.batch = None
         if action == ChildAction.SET_SUSPEND and ctx.batch is not None:
             patch = {"spec": {"suspend": want_suspend}}
             ctx.batch = await rt.api().patch(JOBS, ctx.namespace, ctx.batch["metadata"]["name"], patch)
@@ -266,6 +273,23 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
         suspend_reason=ctx.suspend_reason,
         resumed_at=since,
     )
+    try:
+        old_status = AdaptationJobStatus.model_validate(ctx.old)
+    except ValueError:
+        old_status = AdaptationJobStatus()
+    queue = queueing.observe_queue(
+        queueing.queue_name(ctx.job.spec.queue_name, rt.settings.default_queue_name),
+        ctx.job_view,
+        suspend_reason=ctx.suspend_reason,
+        old_status=old_status,
+    )
+    if queue.phase is not None:
+        obs = st.Observation(queue.phase, queue.conditions)
+    else:
+        ctx.updates.extend(queue.conditions)
+    if queue.preempted:
+        ctx.new["disruptions"] = int(ctx.old.get("disruptions") or 0) + 1
+        rt.metrics.record_restart(ctx.namespace, RESTART_DISRUPTION)
     ctx.observation = obs
     ctx.phase = obs.phase
     ctx.updates.extend(obs.conditions)
