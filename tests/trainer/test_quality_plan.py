@@ -42,7 +42,10 @@ def test_estimate_steps_cost_and_budget() -> None:
     full = estimate("full", W, HW, training, "sequence-classification")
     assert full.steps == 3 * 32  # ceil(1000 / 32) = 32 steps per epoch
     n = W.compute_params
-    assert full.flops == pytest.approx(6 * n * 1000 * 64 * 3 + 2 * n * 100 * 64 * 3)
+    # 3 passes of 6N per training token, an evaluation per epoch, and the LP-FT probe's forward pass
+    assert full.flops == pytest.approx(6 * n * 1000 * 64 * 3 + 2 * n * 100 * 64 * 3 + 2 * n * 1100 * 64)
+    no_probe = estimate("full", W, HW, training.model_copy(update={"lp_ft": False}), "sequence-classification")
+    assert no_probe.flops == pytest.approx(full.flops - 2 * n * 1100 * 64)
     assert full.cost == pytest.approx(full.gpu_seconds / 3600 * 3.6) and full.fits_budget
     head = estimate("head-only", W, HW, training, "sequence-classification")
     assert head.steps == 1 and head.flops == pytest.approx(2 * n * 1100 * 64)

@@ -80,3 +80,21 @@ def test_majority_class_and_margin() -> None:
     assert beats_baseline(0.51, 0.5) and not beats_baseline(0.5, 0.5)
     with pytest.raises(ValueError, match="2 label names"):
         classification_report([[1, 0, 0], [0, 1, 0], [0, 0, 1]], ["a", "b"], majority=0)
+
+
+def test_the_local_summary_says_it_plainly() -> None:
+    from rich.console import Console
+
+    from kadapt_operator.local.runner import RunStatus, RunSummary, summary_table
+
+    r = classification_report(confusion_matrix([0, 0, 0, 1, 2], [0] * 5, 3), NAMES, majority=0)
+    summary = RunSummary(
+        job="j", status=RunStatus.SUCCEEDED, run_dir="/r", exit_code=0,
+        better_than_baseline=False, warnings=[baseline_warning(r)],
+    )  # fmt: skip
+    assert summary.to_json()["betterThanBaseline"] is False
+    assert summary.to_json()["warnings"] == [baseline_warning(r)]
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    assert "warning" in text and "not better than always predicting the most frequent class 'sport'" in text

@@ -26,7 +26,7 @@ CLS, LM = "sequence-classification", "causal-lm"
 #: intent (a fix of the objective, a new default), re-pin and say why in the commit.
 PINNED: dict[str, list[float]] = {
     "bert-cls-full-z0": [1.39695, 2.05597, 1.43069, 1.56825],
-    "gpt2-cls-head-only-cached": [1.15644, 0.88994, 0.67018, 0.57223],
+    "gpt2-cls-head-only-cached": [2e-05],  # one step: the probe's L-BFGS solve (probe.py), issue 14.1
     "llama-lm-lora-z2": [3.35737, 3.29849, 3.25625, 3.22624],
     "gpt2-lm-full-z0": [3.36344, 3.20491, 3.17261, 3.10443],
 }
@@ -50,6 +50,7 @@ def _config(
             "warmupRatio": 0.0,
             "seed": 42,
             "earlyStopping": {"enabled": False},
+            "lpFt": False,  # the engine from a random head (LP-FT has its own tests: test_quality_lpft.py)
             **training,
         },
         "deepspeed": {"zeroStage": zero},
@@ -111,7 +112,7 @@ def test_pinned_losses(tmp_path: Path, tiny_models: dict[str, Path], tiny_data: 
     results = run_cases(tmp_path, cases)
     measured = {name: [round(x, 5) for x in results[name]["losses"]] for name in PINNED_CASES}
     for name in PINNED_CASES:
-        assert len(measured[name]) == 4
+        assert len(measured[name]) == len(PINNED[name])
         assert measured[name] == pytest.approx(PINNED[name], abs=1e-4), f"{name}: measured {measured}"
 
 
@@ -119,7 +120,7 @@ RESUME_CASES = {
     # name: (arch, task, strategy, zero)
     "engine-full-z2": ("bert", CLS, "full", 2),
     "engine-lora-lm-z0": ("gpt2", LM, "lora", 0),
-    "cached-head-only": ("bert", CLS, "head-only", 0),
+    # cached head-only is one L-BFGS solve (probe.py): there is no step to stop and resume from
 }
 
 

@@ -143,6 +143,10 @@ class DatasetSpec(SpecModel):
     validation_split: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="Share of the data held out for validation."
     )
+    test_uri: UriStr | None = Field(
+        default=None,
+        description="A held-out test file: the final model is also evaluated on it (report in the result).",
+    )
     max_length: int = Field(default=128, ge=8, le=32768, description="Tokens per example after truncation.")
 
 
@@ -222,8 +226,15 @@ class EarlyStoppingSpec(SpecModel):
     metric: Literal["eval_loss", "accuracy"] = Field(default="eval_loss", description="Watched metric.")
 
 
+#: What a TrainingSpec whose strategy defaults are not filled in yet trains with (the trainer
+#: fills them per strategy, see ``kadapt_trainer.defaults``; these keep direct callers working).
+UNRESOLVED_EPOCHS = 3
+UNRESOLVED_LEARNING_RATE = 5e-5
+UNRESOLVED_WARMUP_RATIO = 0.06
+
+
 class TrainingSpec(SpecModel):
-    """Optimisation settings."""
+    """Optimisation settings. Unset rates, epochs and warm-up take the resolved strategy's defaults."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -236,20 +247,61 @@ class TrainingSpec(SpecModel):
         }
     )
 
-    epochs: int = Field(default=3, ge=1, le=1000, description="Passes over the training data.")
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Passes over the training data. Default by strategy: 5 for partial, full and lora; for head-only "
+            "classification the head is solved to convergence on cached features and epochs caps the L-BFGS "
+            "iterations per L2 candidate (default 100)."
+        ),
+    )
     max_steps: int | None = Field(default=None, ge=1, description="Caps optimizer steps; overrides epochs.")
     global_batch_size: int = Field(default=32, ge=1, le=65536, description="Examples per optimizer step, all ranks.")
     micro_batch_size: int = Field(default=8, ge=1, le=4096, description="Examples per forward pass per rank.")
-    learning_rate: float = Field(default=5e-5, gt=0, le=1.0, description="Peak learning rate of the backbone.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1.0,
+        description="Peak learning rate of the backbone. Default by strategy: lora 3e-4, partial 1e-4, full 5e-5.",
+    )
     head_learning_rate: float | None = Field(
-        default=None, gt=0, le=10.0, description="Learning rate of the new head; default 20x learningRate."
+        default=None,
+        gt=0,
+        le=10.0,
+        description="Learning rate of the new head; default 20x learningRate (set or the strategy's).",
     )
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps with linear warm-up.")
+    warmup_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Share of steps with linear warm-up. Default by strategy: 0.1 partial/full, 0.06 lora.",
+    )
+    lp_ft: bool = Field(
+        default=True,
+        description=(
+            "LP-FT: before partial, full or lora fine-tuning of a classifier, fit the new head to convergence "
+            "on the frozen features (a linear probe) and start from it. false: start from a random head."
+        ),
+    )
     precision: Precision = Field(default=Precision.FP32, description="fp32 on CPU; bf16 on Ampere and newer.")
     seed: int = Field(default=42, ge=0, description="Seeds data order, initialisation and dropout.")
     eval_every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+
+    def resolved_epochs(self) -> int:
+        """``epochs``, or the generic default before the strategy's own is filled in."""
+        return self.epochs if self.epochs is not None else UNRESOLVED_EPOCHS
+
+    def resolved_learning_rate(self) -> float:
+        """``learningRate``, or the generic default before the strategy's own is filled in."""
+        return self.learning_rate if self.learning_rate is not None else UNRESOLVED_LEARNING_RATE
+
+    def resolved_warmup_ratio(self) -> float:
+        """``warmupRatio``, or the generic default before the strategy's own is filled in."""
+        return self.warmup_ratio if self.warmup_ratio is not None else UNRESOLVED_WARMUP_RATIO
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainingSpec:
@@ -426,6 +478,17 @@ class ProgressReport(BaseModel):
     dropped_rows: dict[str, int] = Field(default_factory=dict)
     #: Warnings about the input the run went on with (maxLength clamped, labels merged from forms).
     warnings: list[str] = Field(default_factory=list)
+    #: The training settings used (strategy defaults filled in) and which came from defaults.
+    training: dict[str, Any] | None = None
+    #: The linear probe (head-only's fit, auto's probe, LP-FT's start): chosen L2, accuracies, path.
+    probe: dict[str, Any] | None = None
+    #: auto's decision: probe figures, each candidate's projected cost, the budget, rejections.
+    strategy_decision: dict[str, Any] | None = None
+    #: Final evaluation report per split ("validation", "test"): see kadapt_trainer.report.
+    evaluation: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: False when the final validation accuracy is not above the majority-class baseline
+    #: (the operator raises a Warning Event and condition); None when not applicable.
+    better_than_baseline: bool | None = None
 
 
 def gradient_accumulation(training: TrainingSpec, world_size: int) -> int:

@@ -21,7 +21,9 @@ from typing import Any
 from kadapt_trainer.config import StrategyType, Task, TrainingSpec
 
 #: The fields this module fills, by their wire (camelCase) names.
-DEFAULTED_FIELDS = ("learningRate", "headLearningRate", "epochs", "warmupRatio")
+DEFAULTED_FIELDS = ("learningRate", "epochs", "warmupRatio")
+#: An unset head rate is this multiple of the (resolved) learning rate, as the engine applies it.
+HEAD_RATE_FACTOR = 20.0
 
 
 @dataclass(frozen=True)
@@ -29,20 +31,19 @@ class StrategyDefaults:
     """Training settings of one strategy when the user sets none."""
 
     learning_rate: float
-    head_learning_rate: float
     epochs: int
     warmup_ratio: float
 
 
 #: Per strategy (classification). Head-only's epochs cap L-BFGS iterations per L2 candidate.
 STRATEGY_DEFAULTS: dict[StrategyType, StrategyDefaults] = {
-    StrategyType.HEAD_ONLY: StrategyDefaults(learning_rate=1e-3, head_learning_rate=1e-2, epochs=100, warmup_ratio=0.0),
-    StrategyType.PARTIAL: StrategyDefaults(learning_rate=1e-4, head_learning_rate=1e-3, epochs=5, warmup_ratio=0.1),
-    StrategyType.FULL: StrategyDefaults(learning_rate=5e-5, head_learning_rate=5e-4, epochs=5, warmup_ratio=0.1),
-    StrategyType.LORA: StrategyDefaults(learning_rate=3e-4, head_learning_rate=3e-3, epochs=5, warmup_ratio=0.06),
+    StrategyType.HEAD_ONLY: StrategyDefaults(learning_rate=1e-3, epochs=100, warmup_ratio=0.0),
+    StrategyType.PARTIAL: StrategyDefaults(learning_rate=1e-4, epochs=5, warmup_ratio=0.1),
+    StrategyType.FULL: StrategyDefaults(learning_rate=5e-5, epochs=5, warmup_ratio=0.1),
+    StrategyType.LORA: StrategyDefaults(learning_rate=3e-4, epochs=5, warmup_ratio=0.06),
 }
 #: Causal-lm head-only trains the LM head through the engine (no cache): passes, not L-BFGS.
-CAUSAL_LM_HEAD_ONLY = StrategyDefaults(learning_rate=1e-3, head_learning_rate=1e-3, epochs=3, warmup_ratio=0.06)
+CAUSAL_LM_HEAD_ONLY = StrategyDefaults(learning_rate=1e-3, epochs=3, warmup_ratio=0.06)
 #: Settings of a config whose strategy is not resolved yet (``auto`` before the probe): full's.
 FALLBACK = STRATEGY_DEFAULTS[StrategyType.FULL]
 
@@ -69,9 +70,7 @@ def resolve_training(
     base = defaults_for(strategy, task)
     update: dict[str, Any] = {}
     defaulted: list[str] = []
-    for wire, name in zip(
-        DEFAULTED_FIELDS, ("learning_rate", "head_learning_rate", "epochs", "warmup_ratio"), strict=True
-    ):
+    for wire, name in zip(DEFAULTED_FIELDS, ("learning_rate", "epochs", "warmup_ratio"), strict=True):
         if getattr(training, name) is None:
             update[name] = getattr(base, name)
             defaulted.append(wire)
@@ -79,7 +78,7 @@ def resolve_training(
     record: dict[str, Any] = {
         "strategy": str(StrategyType(strategy)),
         "learningRate": resolved.learning_rate,
-        "headLearningRate": resolved.head_learning_rate,
+        "headLearningRate": resolved.head_learning_rate or (resolved.learning_rate or 0.0) * HEAD_RATE_FACTOR,
         "epochs": resolved.epochs,
         "warmupRatio": resolved.warmup_ratio,
         "maxSteps": resolved.max_steps,

@@ -44,7 +44,7 @@ def prepare_deepspeed_env() -> None:
 
 def head_learning_rate(cfg: TrainerConfig) -> float:
     """The head's learning rate: configured, else 20x the base rate."""
-    return cfg.training.head_learning_rate or cfg.training.learning_rate * HEAD_LR_FACTOR
+    return cfg.training.head_learning_rate or cfg.training.resolved_learning_rate() * HEAD_LR_FACTOR
 
 
 def is_head_param(name: str, head_names: list[str]) -> bool:
@@ -72,7 +72,7 @@ def param_groups(
         out.append(
             {
                 "params": params,
-                "lr": head_learning_rate(cfg) if head else cfg.training.learning_rate,
+                "lr": head_learning_rate(cfg) if head else cfg.training.resolved_learning_rate(),
                 "weight_decay": cfg.training.weight_decay if decay else 0.0,
             }
         )
@@ -96,8 +96,9 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over trainable parameters with the warmup schedule."""
     groups = param_groups(model, cfg, head_names, all_head)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.training.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, cfg.training.warmup_ratio))
+    optimizer = torch.optim.AdamW(groups, lr=cfg.training.resolved_learning_rate())
+    warmup = warmup_linear(total_steps, cfg.training.resolved_warmup_ratio())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
     return optimizer, scheduler
 
 

@@ -10,7 +10,7 @@ layer plus ``2 N`` for the weight gradients of what trains. Per strategy, per to
 - ``partial`` (top ``k`` of ``L`` blocks): ``2 N + 4 N k / L``;
 - ``lora``: ``4 N`` (activation gradients through every block, adapter weights negligible);
 - ``head-only`` on cached features: one forward pass over the data, ``2 N``, then an L-BFGS
-  solve whose cost is negligible.
+  solve whose cost is negligible; LP-FT adds that same probe before partial, full and LoRA.
 
 Time is a fixed start-up (processes, imports, loading, engine) plus FLOPs over an effective
 throughput: measured on this machine (a short float32 matrix product, scaled by
@@ -181,6 +181,8 @@ def estimate(
         passes = steps / per_epoch
         flops = flops_per_token(strategy, n, trainable_layers, w.layers) * tokens_train * passes
         flops += FORWARD * n * tokens_eval * math.ceil(passes)  # one evaluation per epoch
+        if resolved.lp_ft and Task(task) == Task.SEQUENCE_CLASSIFICATION:
+            flops += FORWARD * n * (tokens_train + w.validation_examples * w.tokens_per_example)  # LP-FT probe
         micro_batches = steps * resolved.global_batch_size / (resolved.micro_batch_size * hw.processes)
         overhead = MICRO_BATCH_OVERHEAD_SECONDS["gpu" if hw.gpus_per_process else "cpu"] * micro_batches
         startup = STARTUP_SECONDS_ENGINE + overhead + EVALUATION_OVERHEAD_SECONDS * math.ceil(passes)

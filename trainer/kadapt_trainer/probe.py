@@ -197,3 +197,59 @@ def fit_probe(
         train_examples=n,
         candidates=candidates,
     )
+
+
+@dataclass
+class ProbeOutcome:
+    """The probe of a job: the fit, the cached features it was fitted on, and what it cost.
+
+    ``seconds`` and ``tokens`` time the backbone's forward pass over the data, which is how
+    ``auto`` measures this machine's throughput for its cost projections.
+    """
+
+    result: ProbeResult
+    train_features: torch.Tensor
+    train_labels: torch.Tensor
+    val_features: torch.Tensor | None
+    val_labels: torch.Tensor | None
+    seconds: float
+    tokens: int
+
+
+def run_probe(
+    model: nn.Module,
+    train: Any,
+    validation: Any | None,
+    pad_id: int,
+    info: Any,
+    device: torch.device,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> ProbeOutcome:
+    """Cache the head's input features of a classifier, then fit its head (in place) on them.
+
+    Args:
+        model: the classifier with its new head, before any strategy is applied.
+        train, validation: ``data.Encoded`` splits with class ids.
+        pad_id, info, device: as for ``features.extract_features``.
+        max_iter: L-BFGS iterations per L2 candidate (``training.epochs`` for head-only).
+    """
+    import time
+
+    from kadapt_trainer.config import Task
+    from kadapt_trainer.features import extract_features
+    from kadapt_trainer.strategies import find_head
+
+    _, head = find_head(model, Task.SEQUENCE_CLASSIFICATION)
+    model.to(device)
+    start = time.perf_counter()
+    train_x = extract_features(model, head, train, pad_id, info, device)
+    val_x = val_y = None
+    tokens = sum(len(ids) for ids in train.input_ids)
+    if validation is not None and len(validation):
+        val_x = extract_features(model, head, validation, pad_id, info, device)
+        val_y = torch.tensor(validation.labels, dtype=torch.long)
+        tokens += sum(len(ids) for ids in validation.input_ids)
+    seconds = time.perf_counter() - start
+    train_y = torch.tensor(train.labels, dtype=torch.long)
+    result = fit_probe(head, train_x.cpu(), train_y, None if val_x is None else val_x.cpu(), val_y, max_iter=max_iter)
+    return ProbeOutcome(result, train_x, train_y, val_x, val_y, seconds, tokens)

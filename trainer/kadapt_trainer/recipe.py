@@ -9,6 +9,7 @@ can run a job in-process. The two ways of training live in ``backends.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kadapt_trainer import dist
+from kadapt_trainer import dist, quality
 from kadapt_trainer.backends import (
     Backend,
     CachedHeadBackend,
@@ -144,6 +145,7 @@ class AdaptationRecipe:
         self._last_checkpoint = time.monotonic()
         self._step_seconds: list[float] = []
         self._order: tuple[int, list[int]] = (-1, [])
+        self._choice: quality.Choice | None = None
 
     @property
     def ctx(self) -> TrainContext:
@@ -151,6 +153,13 @@ class AdaptationRecipe:
         if self._ctx is None:
             raise RuntimeError("AdaptationRecipe.setup() has not run")
         return self._ctx
+
+    @property
+    def choice(self) -> quality.Choice:
+        """The strategy, resolved settings, probe and test split that ``setup`` chose."""
+        if self._choice is None:
+            raise RuntimeError("AdaptationRecipe.setup() has not run")
+        return self._choice
 
     @property
     def backend(self) -> Backend:
@@ -183,15 +192,23 @@ class AdaptationRecipe:
         plan = make_plan(cfg, len(data.train.texts), info.world_size)
         seed_everything(cfg.training.seed)
         model = load_model(model_path, cfg.task, data.label_names, tokenizer)
-        spec, reason = resolve_strategy(cfg, data, model)
-        model, applied = apply_strategy(model, spec, cfg.task, reason)
         max_length = cfg.dataset.max_length
         train = encode(data.train, tokenizer, data, max_length, cfg.task)
         validation = encode(data.validation, tokenizer, data, max_length, cfg.task) if data.validation else None
-        plan = make_plan(cfg, len(train), info.world_size)  # rows without tokens were dropped (data.encode)
         pad_id = int(tokenizer.pad_token_id)
         device = dist.device_for(info)
-        return TrainContext(cfg, info, plan, model, applied, tokenizer, train, validation, pad_id, device)
+        # probe, auto and the strategy's training defaults (quality.py); the head may be the probe's now
+        test = quality.load_test_split(cfg, data, tokenizer)
+        cache = self.options.feature_cache
+        self._choice = quality.choose(cfg, info, data, model, train, validation, pad_id, device, cache)
+        self.choice.test, self.choice.notes, self.choice.data = *test, data
+        cfg = self.cfg = self.choice.cfg
+        model, applied = apply_strategy(model, self.choice.spec, cfg.task, self.choice.reason)
+        plan = make_plan(cfg, len(train), info.world_size)  # rows without tokens were dropped (data.encode)
+        if self.choice.head_solved:  # the probe solved the head: one step reports it, one evaluation
+            plan = dataclasses.replace(plan, steps_per_epoch=1, total_steps=1, epochs=1)
+        ctx = TrainContext(cfg, info, plan, model, applied, tokenizer, train, validation, pad_id, device)
+        return dataclasses.replace(ctx, probe=self.choice.probe)
 
     def _announce(self) -> None:
         """Strategy, parameter counts and plan into status, metrics and the log."""
@@ -203,6 +220,9 @@ class AdaptationRecipe:
             total_params=applied.total_params,
             strategy=str(applied.strategy),
             strategy_reason=applied.reason,
+            training=self.choice.training,
+            probe=self.choice.probe.result.as_dict() if self.choice.probe else None,
+            strategy_decision=self.choice.decision,
         )
         m = self.telemetry.metrics
         m.target_steps.set(ctx.plan.total_steps)
@@ -369,12 +389,17 @@ class AdaptationRecipe:
         """Write the best model and the final report (``kadapt-result.json``); return the report."""
         self.telemetry.update(state="saving")
         final_metrics = self._restore_best()
+        reports, better, warnings, headline = quality.final_reports(self.backend, self.ctx, self.choice)
         out_dir = resolve_uri(self.cfg.output.uri)
         self.backend.save_output(out_dir)
         final = self.telemetry.snapshot()
         final.state = "succeeded"
         final.step = self.state.global_step
-        final.eval_metrics = final_metrics
+        final.eval_metrics = {**final_metrics, **headline}
+        final.evaluation, final.better_than_baseline = reports, better
+        final.warnings = [*final.warnings, *self.choice.notes, *warnings]
+        for line in warnings if self.info.is_main else []:
+            print(f"kadapt: WARNING: {line}", flush=True)
         final.wall_seconds = time.monotonic() - self.started
         final.eta_seconds = 0.0
         final.message = "early stopped" if self.state.early_stopped else None

@@ -7,12 +7,16 @@ running the trainer. ``auto`` is resolved here too, by the rules in :func:`resol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from kadapt_trainer.config import LoraSpec, PartialSpec, StrategySpec, StrategyType, Task, TrainerConfig
 from kadapt_trainer.errors import BadInputError
+
+if TYPE_CHECKING:
+    from kadapt_trainer.planning import Estimate, Hardware, Workload
+    from kadapt_trainer.probe import ProbeResult
 
 #: Attribute names of a newly initialised classification head, in HF's naming.
 CLASSIFIER_HEADS = ("classifier", "score")
@@ -36,7 +40,15 @@ DEFAULT_LORA_TARGETS: dict[str, list[str]] = {
     "phi3": ["qkv_proj", "o_proj"],
 }
 
-# Rules of ``auto`` (documented in resolve_auto).
+# The measured ``auto`` for classification (documented in decide_auto).
+#: A probe validation accuracy at or above this leaves no room worth fine-tuning for.
+AUTO_PROBE_GOOD_ENOUGH = 0.97
+#: Fewer training examples per class than this: fine-tuning is too noisy to beat the probe.
+AUTO_MIN_PER_CLASS = 100
+#: From this many examples per class on, fine-tuning every weight pays (and partial before it).
+AUTO_FULL_PER_CLASS = 2_000
+
+# Rules of ``auto`` without a probe (causal-lm; documented in resolve_auto).
 AUTO_SMALL_DATA = 1_000
 AUTO_LARGE_DATA = 50_000
 AUTO_LARGE_MODEL = 1_000_000_000
@@ -173,6 +185,140 @@ def resolve_auto(cfg: TrainerConfig, train_examples: int, model: nn.Module) -> t
         f"{train_examples} examples ({why}): partial on the top {partial.trainable_layers or 0} blocks"
         + (f" and modules {partial.modules}" if partial.modules else "")
     )
+
+
+@dataclass(frozen=True)
+class AutoDecision:
+    """What the measured ``auto`` chose, and every figure it chose by (status and result)."""
+
+    spec: StrategySpec
+    reason: str
+    record: dict[str, Any]
+
+
+def decide_auto(
+    cfg: TrainerConfig,
+    probe: ProbeResult,
+    workload: Workload,
+    hardware: Hardware,
+    *,
+    num_labels: int,
+    hidden: int,
+) -> AutoDecision:
+    """The measured ``auto`` for classification: probe first, escalate only with room and budget.
+
+    1. The probe (the converged head on frozen features, already fitted) measures how well
+       the pretrained features serve the task. A validation accuracy of at least
+       ``AUTO_PROBE_GOOD_ENOUGH`` leaves no room: ``head-only``.
+    2. Fewer than ``AUTO_MIN_PER_CLASS`` training examples per class: fine-tuning would
+       mostly fit noise (and the probe's head is the better estimate): ``head-only``.
+    3. Otherwise escalate, cheapest sufficient first: ``partial`` on the top third of the
+       blocks (``lora`` for models of ``AUTO_LARGE_MODEL`` parameters and more, where memory
+       limits), and ``full`` only from ``AUTO_FULL_PER_CLASS`` examples per class on. Each
+       candidate's cost is projected with ``planning.estimate`` at the throughput the probe
+       measured; one over ``spec.budget`` is rejected with its figures and the next cheaper
+       one is tried; ``head-only`` is the fallback.
+    """
+    from kadapt_trainer import planning
+
+    total = workload.total_params
+    per_class = workload.train_examples / max(1, num_labels)
+    partial = cfg.strategy.partial
+    if partial is None or (partial.trainable_layers is None and not partial.modules):
+        partial = PartialSpec(trainable_layers=max(1, workload.layers // AUTO_PARTIAL_FRACTION))
+    lora = cfg.strategy.lora or LoraSpec()
+    specs = {
+        StrategyType.HEAD_ONLY: StrategySpec(type=StrategyType.HEAD_ONLY),
+        StrategyType.PARTIAL: StrategySpec(type=StrategyType.PARTIAL, partial=partial),
+        StrategyType.LORA: StrategySpec(type=StrategyType.LORA, lora=lora),
+        StrategyType.FULL: StrategySpec(type=StrategyType.FULL),
+    }
+    estimates: dict[StrategyType, Estimate] = {
+        s: planning.estimate(
+            s,
+            workload,
+            hardware,
+            cfg.training,
+            cfg.task,
+            trainable_layers=partial.trainable_layers or 1,
+            num_labels=num_labels,
+            hidden=hidden,
+            lora_rank=lora.rank,
+            max_cost=cfg.budget.max_cost,
+            max_gpu_hours=cfg.budget.max_gpu_hours,
+        )
+        for s in specs
+    }
+    val_acc = probe.val_accuracy
+    rejected: list[dict[str, str]] = []
+    wanted: list[StrategyType] = []
+    if val_acc is None:
+        why = "no validation data to measure the probe on"
+    elif val_acc >= AUTO_PROBE_GOOD_ENOUGH:
+        why = f"probe validation accuracy {val_acc:.3f} >= {AUTO_PROBE_GOOD_ENOUGH}: the frozen features suffice"
+    elif per_class < AUTO_MIN_PER_CLASS:
+        why = (
+            f"{per_class:.0f} training examples per class < {AUTO_MIN_PER_CLASS}: too few to fine-tune "
+            f"beyond the probe (validation accuracy {val_acc:.3f})"
+        )
+    else:
+        why = f"probe validation accuracy {val_acc:.3f} leaves room; {per_class:.0f} examples per class"
+        big = total >= AUTO_LARGE_MODEL
+        if per_class >= AUTO_FULL_PER_CLASS and not big:
+            wanted.append(StrategyType.FULL)
+        wanted.extend([StrategyType.LORA, StrategyType.PARTIAL] if big else [StrategyType.PARTIAL, StrategyType.LORA])
+    for strategy in (StrategyType.FULL, StrategyType.PARTIAL, StrategyType.LORA):
+        if strategy not in wanted:
+            rejected.append({"strategy": str(strategy), "reason": why if not wanted else "less suited to this data"})
+    chosen = StrategyType.HEAD_ONLY
+    for strategy in wanted:
+        est = estimates[strategy]
+        if chosen != StrategyType.HEAD_ONLY:
+            rejected.append({"strategy": str(strategy), "reason": f"not needed: {chosen} fits and comes first"})
+        elif est.fits_budget:
+            chosen = strategy
+        else:
+            rejected.append({"strategy": str(strategy), "reason": est.budget_reason or "over budget"})
+    rejected = [r for r in rejected if r["strategy"] != str(chosen)]
+    est = estimates[chosen]
+    if chosen == StrategyType.HEAD_ONLY:
+        reason = (
+            f"{why}: head-only (the probe's converged head)"
+            if not wanted
+            else (f"{why}, but every escalation is over budget: head-only (the probe's converged head)")
+        )
+    else:
+        what = f"partial on the top {partial.trainable_layers} blocks" if chosen == StrategyType.PARTIAL else chosen
+        reason = (
+            f"{why}: {what} from the probe's head, projected {est.seconds:.0f}s, "
+            f"{est.cost:.4g} {hardware.currency} (full: {estimates[StrategyType.FULL].cost:.4g})"
+        )
+    record: dict[str, Any] = {
+        "chosen": str(chosen),
+        "probe": {
+            "val_accuracy": val_acc,
+            "train_accuracy": probe.train_accuracy,
+            "gap": probe.gap,
+            "c": probe.c,
+        },
+        "train_examples": workload.train_examples,
+        "examples_per_class": round(per_class, 1),
+        "total_params": total,
+        "budget": {"max_cost": cfg.budget.max_cost, "max_gpu_hours": cfg.budget.max_gpu_hours},
+        "throughput": {"flops_per_second": hardware.flops_per_second, "source": hardware.source},
+        "candidates": [
+            {
+                "strategy": e.strategy,
+                "projected_seconds": round(e.seconds, 3),
+                "projected_gpu_hours": round(e.gpu_seconds / 3600.0, 6),
+                "projected_cost": round(e.cost, 6),
+                "fits_budget": e.fits_budget,
+            }
+            for e in estimates.values()
+        ],
+        "rejected": rejected,
+    }
+    return AutoDecision(specs[chosen], reason, record)
 
 
 def lora_targets(model: nn.Module, spec: LoraSpec) -> list[str]:

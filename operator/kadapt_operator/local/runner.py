@@ -151,6 +151,10 @@ class RunSummary:
     failed_pod: str | None = None
     log_tail: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    #: False when the model is no better than always predicting the majority class (issue 12.9).
+    better_than_baseline: bool | None = None
+    #: The trainer's warnings (e.g. that one), shown in the summary.
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``--output json`` document (camelCase keys, like the job's status)."""
@@ -183,6 +187,8 @@ class RunSummary:
             "failedPod": self.failed_pod,
             "logTail": self.log_tail,
             "errors": self.errors,
+            "betterThanBaseline": self.better_than_baseline,
+            "warnings": self.warnings,
         }
 
 
@@ -578,6 +584,8 @@ class LocalRun:
             cause=cause,
             failed_pod=failed_pod,
             log_tail=log_tail or [],
+            better_than_baseline=report.better_than_baseline,
+            warnings=list(report.warnings),
         )
         with contextlib.suppress(OSError):
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -611,6 +619,8 @@ def summary_table(summary: RunSummary) -> Table:
         f"{format_seconds(summary.wall_seconds)} at {summary.price_per_gpu_hour:g} {summary.currency}/GPU-hour "
         f"({summary.gpu_type})",
     )
+    for warning in summary.warnings:
+        table.add_row("[yellow]warning[/]", Text(warning, style="yellow", overflow="fold"))
     if summary.output_path:
         table.add_row("output", Text(summary.output_path, overflow="fold"))
     if summary.last_checkpoint and summary.status != RunStatus.SUCCEEDED:
