@@ -23,10 +23,10 @@ from kadapt_trainer import dist
 from kadapt_trainer.config import TrainerConfig, gradient_accumulation
 from kadapt_trainer.data import Encoded, collate
 from kadapt_trainer.errors import BadInputError
-from kadapt_trainer.evaluate import evaluate, evaluate_features
+from kadapt_trainer.evaluate import evaluate
 from kadapt_trainer.features import CachedHeadTrainer, extract_features, steps_per_epoch
+from kadapt_trainer.losses import summed_loss, target_count
 from kadapt_trainer.modeling import write_pooled_code
-from kadapt_trainer.probe import ProbeOutcome
 from kadapt_trainer.strategies import AppliedStrategy, find_head
 
 #: The cached-feature backend's checkpoint (head, optimizer, scheduler), written by rank 0.
@@ -57,7 +57,7 @@ def make_plan(cfg: TrainerConfig, n_train: int, world_size: int) -> Plan:
     except ValueError as exc:
         raise BadInputError(str(exc)) from exc
     spe = steps_per_epoch(n_train, cfg.training.global_batch_size)
-    total = cfg.training.max_steps or cfg.training.resolved_epochs() * spe
+    total = cfg.training.max_steps or cfg.training.epochs * spe
     return Plan(spe, total, math.ceil(total / spe), cfg.training.global_batch_size, accumulation)
 
 
@@ -78,8 +78,6 @@ class TrainContext:
     validation: Encoded | None
     pad_id: int
     device: torch.device
-    #: The linear probe fitted in setup (head-only's solve, auto's probe, LP-FT's start), if any.
-    probe: ProbeOutcome | None = None
 
     @property
     def has_validation(self) -> bool:
@@ -133,22 +131,36 @@ class EngineBackend:
         self.device: torch.device = self.engine.device
 
     def train_step(self, indices: list[int]) -> StepResult:
-        """Forward and backward per micro-batch; DeepSpeed steps at the accumulation boundary."""
+        """One optimizer step in which every target of the global batch weighs the same.
+
+        Each micro-batch contributes the sum of its per-target losses divided by the number of
+        targets of the whole step (all micro-batches of all ranks, all-reduced). DeepSpeed
+        divides a micro-batch's loss by the accumulation steps in ``backward`` and averages
+        gradients over the ranks, so the loss is multiplied by both first: the step's gradient
+        is that of sum(per-target losses) / targets, whatever the micro-batch and world size.
+        """
+        ctx = self.ctx
+        batches = self._micro_batches(indices)
+        local_targets = sum(target_count(b["labels"], ctx.cfg.task) for b in batches)
+        targets = max(1.0, dist.all_reduce_sum([float(local_targets)], self.device)[0])
+        scale = ctx.plan.accumulation * ctx.info.world_size / targets
+        self.engine.train()
+        share = 0.0
+        for batch in batches:
+            batch = {key: v.to(self.device) for key, v in batch.items()}
+            logits = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = summed_loss(logits, batch["labels"], ctx.cfg.task)
+            self.engine.backward(loss * scale)
+            self.engine.step()
+            share += float(loss.detach()) / targets
+        return StepResult(share, sum(int(b["attention_mask"].sum()) for b in batches))
+
+    def _micro_batches(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """This rank's micro-batches of a global batch: micro-batch k of rank r is slice k x world + r."""
         ctx = self.ctx
         micro = ctx.cfg.training.micro_batch_size
-        self.engine.train()
-        total = 0.0
-        tokens = 0
-        for k in range(ctx.plan.accumulation):
-            start = (k * ctx.info.world_size + ctx.info.rank) * micro
-            batch = collate(ctx.train, indices[start : start + micro], ctx.pad_id, ctx.cfg.task)
-            tokens += int(batch["attention_mask"].sum())
-            batch = {key: v.to(self.device) for key, v in batch.items()}
-            loss = self.engine(**batch).loss
-            self.engine.backward(loss)
-            self.engine.step()
-            total += float(loss.detach())
-        return StepResult(total / ctx.plan.accumulation / ctx.info.world_size, tokens)
+        starts = [(k * ctx.info.world_size + ctx.info.rank) * micro for k in range(ctx.plan.accumulation)]
+        return [collate(ctx.train, indices[s : s + micro], ctx.pad_id, ctx.cfg.task) for s in starts]
 
     def evaluate(self) -> dict[str, float]:
         """Loss and the task's metric over the validation split, each rank a share."""
@@ -208,14 +220,10 @@ class CachedHeadBackend:
         model = ctx.model.to(ctx.device)
         _, head = find_head(model, ctx.cfg.task)
         assert ctx.train.labels is not None
+        features = extract_features(model, head, ctx.train, ctx.pad_id, ctx.info, ctx.device)
         self.val_features: torch.Tensor | None = None
         self.val_labels: torch.Tensor | None = None
-        if ctx.probe is not None:  # the head is already solved on these features (probe.py)
-            features = ctx.probe.train_features
-            self.val_features, self.val_labels = ctx.probe.val_features, ctx.probe.val_labels
-        else:
-            features = extract_features(model, head, ctx.train, ctx.pad_id, ctx.info, ctx.device)
-        if ctx.probe is None and ctx.validation is not None and ctx.has_validation:
+        if ctx.validation is not None and ctx.has_validation:
             assert ctx.validation.labels is not None
             self.val_features = extract_features(model, head, ctx.validation, ctx.pad_id, ctx.info, ctx.device)
             self.val_labels = torch.tensor(ctx.validation.labels, dtype=torch.long)
@@ -224,19 +232,14 @@ class CachedHeadBackend:
         self.trainer = CachedHeadTrainer(head, features, labels, optimizer, scheduler, ctx.device)
 
     def train_step(self, indices: list[int]) -> StepResult:
-        """Every rank computes the same full-batch step, so each reports 1/world of its loss.
-
-        With a probe the head is already at the optimum: the one planned step reports its loss.
-        """
-        if self.ctx.probe is not None:
-            return StepResult(self.ctx.probe.result.train_loss / self.ctx.info.world_size, 0)
+        """Every rank computes the same full-batch step, so each reports 1/world of its loss."""
         return StepResult(self.trainer.step(indices) / self.ctx.info.world_size, 0)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and accuracy of the head on the cached validation features."""
         if self.val_features is None or self.val_labels is None:
             return {}
-        return evaluate_features(self.trainer.head, self.val_features, self.val_labels, self.device)
+        return self.trainer.evaluate(self.val_features, self.val_labels)
 
     def save(self, folder: Path) -> None:
         """Rank 0 writes head, optimizer and scheduler (identical on every rank)."""

@@ -57,7 +57,6 @@ class Metrics:
             self.gpu_util = Gauge(f"{PREFIX}_gpu_utilization_ratio", "GPU busy ratio.", ["gpu"], registry=r)
             self.gpu_mem = Gauge(f"{PREFIX}_gpu_memory_used_bytes", "GPU memory in use.", ["gpu"], registry=r)
 
-
     def exposed(self) -> _WithoutCreated:
         """What ``/metrics`` serves: the registry minus ``*_created`` series (not in the reference).
 
