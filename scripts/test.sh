@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The test command: set up, lint, type-check, then run every test.
+# The test command: set up (scripts/setup.sh), install Prometheus for its one end-to-end test
+# (scripts/install-prometheus.sh; without it that test skips, naming the script), then ruff,
+# mypy and every test. Arguments go to pytest (e.g. -m "not slow", or test paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/install-prometheus.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/kadapt/torch_extensions}
-.venv/bin/ruff check .
-.venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+VENV=$(cd "${KADAPT_VENV:-.venv}" && pwd)
+export PATH="$VENV/bin:$PATH"  # tools installed into the venv (prometheus without root)
+"$VENV"/bin/ruff check .
+"$VENV"/bin/mypy
+exec "$VENV"/bin/python -m pytest "$@"
