@@ -81,7 +81,10 @@ class RunPolicySpec(SpecModel):
         default=None, ge=1, description="Fail the job this long after it first started (restarts and pauses count)."
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the finished AdaptationJob (not its output) after this long."
+        default=None,
+        ge=0,
+        description="Remove the finished job's Job, pods, ConfigMap and Service after this long; the "
+        "AdaptationJob stays (a GitOps tool would re-create a deleted one and train it again).",
     )
 
 

@@ -107,9 +107,9 @@ RULES: tuple[Rule, ...] = (
          "kopf peering between replicas (--peering, all namespaces): keep-alives and leader choice",
          When.PEERING_CLUSTER, Origin.KOPF),
     # --- the AdaptationJob itself ---------------------------------------------------------------
-    Rule(API_GROUP, PLURAL, ("get", "list", "watch", "patch", "delete"), Scope.NAMESPACED,
-         "handlers watch jobs (kopf patches its finalizer and progress annotations); re-read before "
-         "a status write; delete finished jobs past spec.runPolicy.ttlSecondsAfterFinished"),
+    Rule(API_GROUP, PLURAL, ("get", "list", "watch", "patch"), Scope.NAMESPACED,
+         "handlers watch jobs (kopf patches its progress annotations, kadapt its bookkeeping ones); "
+         "re-read before a status write. Never delete: the TTL removes children only"),
     Rule(API_GROUP, f"{PLURAL}/status", ("patch",), Scope.NAMESPACED,
          "write status: phase, conditions, progress, cost"),
     Rule(API_GROUP, f"{PLURAL}/finalizers", ("update",), Scope.NAMESPACED,
@@ -119,11 +119,12 @@ RULES: tuple[Rule, ...] = (
     Rule(CORE, "events", ("create",), Scope.NAMESPACED,
          "Events on AdaptationJobs, one per transition (kubectl describe aj)"),
     # --- children -------------------------------------------------------------------------------
-    Rule(CORE, "configmaps", ("get", "create", "patch"), Scope.NAMESPACED,
+    Rule(CORE, "configmaps", ("get", "create", "patch", "delete"), Scope.NAMESPACED,
          "the resolved trainer config of each job: create, or adopt and align an existing one "
-         "(deleted with the job by the garbage collector, through its ownerReference)"),
-    Rule(CORE, "services", ("get", "create", "patch"), Scope.NAMESPACED,
-         "the headless Service for rendezvous and metrics of each job: create, or adopt an existing one"),
+         "(deleted with the job by the garbage collector, or by spec.runPolicy.ttlSecondsAfterFinished)"),
+    Rule(CORE, "services", ("get", "create", "patch", "delete"), Scope.NAMESPACED,
+         "the headless Service for rendezvous and metrics of each job: create, or adopt an existing one; "
+         "delete it past spec.runPolicy.ttlSecondsAfterFinished"),
     Rule(BATCH, "jobs", ("get", "list", "watch", "create", "patch", "delete"), Scope.NAMESPACED,
          "the Indexed Job that runs the training gang: watch its state, suspend/resume it, "
          "delete it to restart the gang"),

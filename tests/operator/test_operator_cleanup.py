@@ -47,7 +47,7 @@ def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator:
     assert cluster.get(JOBS, NS, "doomed") is None and checks.creations(cluster, JOBS, NS, "doomed") == 1
 
 
-def test_ttl_after_finished_deletes_the_job_even_across_an_operator_restart() -> None:
+def test_ttl_after_finished_removes_the_children_even_across_an_operator_restart() -> None:
     with Cluster(namespaces=(NS,)) as cluster:
         with cluster.operator():
             cluster.create(AJOBS, job_manifest("shortlived", NS, runPolicy={"ttlSecondsAfterFinished": 2}))
@@ -60,8 +60,18 @@ def test_ttl_after_finished_deletes_the_job_even_across_an_operator_restart() ->
             assert cluster.get(AJOBS, NS, "shortlived") is not None
         # The clock runs on while no operator is up; the next one reads completionTime from status.
         with cluster.operator():
-            cluster.wait_for(lambda: cluster.get(AJOBS, NS, "shortlived") is None, timeout=15, message="TTL deletion")
-        assert cluster.get(AJOBS, NS, "keeper") is not None  # no TTL: kept
+            cluster.wait_for(
+                lambda: "kadapt.dev/children-removed" in (cluster.get(AJOBS, NS, "shortlived") or {}).get(
+                    "metadata", {}).get("annotations", {}),
+                timeout=15,
+                message="TTL clean-up",
+            )
+        # The TTL removes the children, never the AdaptationJob: GitOps tools would re-create it.
+        for res, name in ((JOBS, "shortlived"), (CONFIGMAPS, "shortlived-config"), (SERVICES, "shortlived")):
+            assert cluster.get(res, NS, name) is None, f"{res} {name} left behind"
+        kept = cluster.get(AJOBS, NS, "shortlived")
+        assert kept is not None and kept["status"]["phase"] == "Succeeded"
+        assert cluster.get(JOBS, NS, "keeper") is not None  # no TTL: children kept
 
 
 def _ago(seconds: float) -> str:

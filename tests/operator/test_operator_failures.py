@@ -157,5 +157,11 @@ def test_an_invalid_job_with_a_ttl_is_cleaned_up_too(cluster: Cluster, operator:
     bad = job_manifest("broken-ttl", NS, runPolicy={"ttlSecondsAfterFinished": 0})
     bad["spec"]["strategy"] = {"type": "no-such-strategy"}
     cluster.create(AJOBS, bad)
-    cluster.wait_for(lambda: cluster.get(AJOBS, NS, "broken-ttl") is None, message="invalid job expired")
+    cluster.wait_for(
+        lambda: "kadapt.dev/children-removed" in (cluster.get(AJOBS, NS, "broken-ttl") or {}).get("metadata", {}).get(
+            "annotations", {}),
+        message="invalid job expired",
+    )
+    kept = cluster.get(AJOBS, NS, "broken-ttl")  # the TTL never deletes the AdaptationJob itself
+    assert kept is not None and kept["status"]["phase"] == "Failed"
     assert cluster.get(JOBS, NS, "broken-ttl") is None

@@ -63,7 +63,11 @@ def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
             cluster.patch(AJOBS, NS, "rbac", {"spec": {"runPolicy": {"suspend": False}}})
             cluster.wait_for(lambda: (cluster.get(JOBS, NS, "rbac") or {}).get("spec", {}).get("suspend") is False)
             cluster.set_status(JOBS, NS, "rbac", complete_job_status(2))
-            cluster.wait_for(lambda: cluster.get(AJOBS, NS, "rbac") is None, message="TTL deleted the job")
+            cluster.wait_for(
+                lambda: "kadapt.dev/children-removed"
+                in (cluster.get(AJOBS, NS, "rbac") or {}).get("metadata", {}).get("annotations", {}),
+                message="TTL removed the children",
+            )
             bad = job_manifest("rbac-bad", NS)
             bad["spec"]["resources"] = {"workers": 0}
             cluster.create(AJOBS, bad)
@@ -87,5 +91,7 @@ def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
             ("batch", "jobs", "patch"),
             ("kadapt.dev", "adaptationjobs/status", "patch"),
             ("", "events", "create"),
-            ("kadapt.dev", "adaptationjobs", "delete"),
+            ("", "configmaps", "delete"),
+            ("", "services", "delete"),
         } <= used
+        assert ("kadapt.dev", "adaptationjobs", "delete") not in used, "the TTL must never delete the AdaptationJob"

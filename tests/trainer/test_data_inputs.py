@@ -223,3 +223,10 @@ def test_not_utf8_names_the_line(tmp_path: Path) -> None:
     path.write_bytes(b'{"text": "a", "label": 1}\n{"text": "caf\xe9", "label": 2}\n')
     with pytest.raises(BadInputError, match=rf"{path} line 2: not UTF-8"):
         load_text_data(_cfg(tmp_path, path))
+
+
+def test_split_that_would_take_a_class_out_of_training_keeps_all_rows(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"text": "the cat", "label": 0}, {"text": "the dog", "label": 1}])
+    data = load_text_data(_cfg(tmp_path, path, validationSplit=0.5))
+    assert data.validation is None and len(data.train.texts) == 2
+    assert any("training without validation" in note for note in data.train.notes)

@@ -217,7 +217,7 @@ def _read_csv(path: Path, field_name: str) -> Table:
         origins: list[str] = []
         start = reader.line_num + 1
         for record in reader:
-            if not record or all(not cell.strip() for cell in record):
+            if not record:  # a blank line; a record of empty cells is a row (dropped and counted below)
                 start = reader.line_num + 1
                 continue
             if len(record) > len(names):
@@ -414,8 +414,11 @@ def _check_labels(train: Records, validation: Records | None, field: str) -> tup
     return sorted(seen, key=_label_key), notes
 
 
-def _split(train: Records, share: float, seed: int) -> tuple[Records, Records]:
-    """Hold out ``share`` of the training rows, keeping at least one training row of every class."""
+def _split(train: Records, share: float, seed: int) -> tuple[Records, Records | None]:
+    """Hold out ``share`` of the training rows, keeping at least one training row of every class.
+
+    None for the validation split when no row can be held out that way (every class once).
+    """
     order = list(range(len(train.texts)))
     random.Random(seed).shuffle(order)
     n_val = min(len(order) - 1, max(1, math.ceil(len(order) * share)))
@@ -442,6 +445,13 @@ def _split(train: Records, share: float, seed: int) -> tuple[Records, Records]:
             dropped=dropped,
         )
 
+    if not val_idx:
+        kept = take(train_idx, train.dropped)
+        kept.notes.append(
+            "dataset.validationSplit: no row could be held out without taking a class out of training; "
+            "training without validation (add examples or a validationUri)"
+        )
+        return kept, None
     return take(train_idx, train.dropped), take(val_idx, {})
 
 
@@ -525,6 +535,8 @@ def encode(records: Records, tokenizer: Any, data: TextData, max_length: int, ta
     Raises:
         BadInputError: when no row of the split is left.
     """
+    if not records.texts:
+        raise BadInputError(f"dataset: {records.source or 'a split'} has no rows; add examples")
     notes = list(records.notes)
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < max_length:
@@ -541,9 +553,10 @@ def encode(records: Records, tokenizer: Any, data: TextData, max_length: int, ta
     dropped = Counter(records.dropped)
     dropped[reason] += len(records.texts) - len(keep)
     if not ids:
+        need = "two tokens (one to predict the next)" if causal else "a token"
         raise BadInputError(
-            f"dataset: no row of {records.source or 'the data'} has {'two tokens' if causal else 'a token'} "
-            f"after tokenisation ({len(records.texts)} rows); check textField and the tokenizer"
+            f"dataset.textField: no row of {records.source or 'the data'} has {need} after tokenisation "
+            f"({len(records.texts)} rows); check textField and the tokenizer"
         )
     labels = None
     if records.labels is not None:

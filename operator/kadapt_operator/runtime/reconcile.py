@@ -40,7 +40,7 @@ from kadapt_operator.metrics import (
     sample_from_body,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import decide, progress, queueing
+from kadapt_operator.runtime import cleanup, decide, progress, queueing
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all
 from kadapt_operator.runtime.context import ReconcileContext
@@ -435,11 +435,10 @@ async def fail_invalid(rt: Runtime, key: Key, body: dict[str, Any], exc: SpecInv
 
 
 async def expire(rt: Runtime, key: Key, ttl: int | None, status: dict[str, Any], now: datetime) -> None:
-    """ttlSecondsAfterFinished: delete the finished job (its children go with it)."""
+    """ttlSecondsAfterFinished: remove the finished job's children, never the job (see cleanup.py)."""
     if not decide.expired(ttl, st.parse_time(status.get("completionTime")), now):
         return
-    await rt.api().delete(ADAPTATION_JOBS, key[0], key[1])
-    log.info("deleted %s/%s: finished %ss ago, past ttlSecondsAfterFinished", key[0], key[1], ttl)
+    await cleanup.remove_children(rt, key, now, ttl)
 
 
 # -- periodic work -----------------------------------------------------------------------------
