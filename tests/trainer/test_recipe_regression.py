@@ -22,7 +22,7 @@ CLS, LM = "sequence-classification", "causal-lm"
 #: intent (a fix of the objective, a new default), re-pin and say why in the commit.
 PINNED: dict[str, list[float]] = {
     "bert-cls-full-z0": [1.39695, 2.05597, 1.43069, 1.56825],
-    "gpt2-cls-head-only-cached": [1.15644, 0.88994, 0.67018, 0.57223],
+    "gpt2-cls-head-only-cached": [2e-05],  # one step: the probe's L-BFGS solve (probe.py), issue 14.1
     "llama-lm-lora-z2": [3.35776, 3.29998, 3.25758, 3.22797],
     "gpt2-lm-full-z0": [3.36393, 3.2047, 3.17261, 3.105],
 }
@@ -46,6 +46,7 @@ def _config(
             "warmupRatio": 0.0,
             "seed": 42,
             "earlyStopping": {"enabled": False},
+            "lpFt": False,  # the engine from a random head (LP-FT has its own tests: test_quality_lpft.py)
             **training,
         },
         "deepspeed": {"zeroStage": zero},
@@ -75,7 +76,7 @@ def test_pinned_losses(tmp_path: Path, tiny_models: dict[str, Path], tiny_data: 
     results = run_cases(tmp_path, cases)
     measured = {name: [round(x, 5) for x in results[name]["losses"]] for name in PINNED_CASES}
     for name in PINNED_CASES:
-        assert len(measured[name]) == 4
+        assert len(measured[name]) == len(PINNED[name])
         assert measured[name] == pytest.approx(PINNED[name], abs=1e-4), f"{name}: measured {measured}"
 
 
@@ -83,7 +84,7 @@ RESUME_CASES = {
     # name: (arch, task, strategy, zero)
     "engine-full-z2": ("bert", CLS, "full", 2),
     "engine-lora-lm-z0": ("gpt2", LM, "lora", 0),
-    "cached-head-only": ("bert", CLS, "head-only", 0),
+    # cached head-only is one L-BFGS solve (probe.py): there is no step to stop and resume from
 }
 
 

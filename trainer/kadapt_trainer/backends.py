@@ -23,10 +23,11 @@ from kadapt_trainer import dist
 from kadapt_trainer.config import TrainerConfig, gradient_accumulation
 from kadapt_trainer.data import Encoded, collate
 from kadapt_trainer.errors import BadInputError
-from kadapt_trainer.evaluate import evaluate
+from kadapt_trainer.evaluate import evaluate, evaluate_features
 from kadapt_trainer.features import CachedHeadTrainer, extract_features, steps_per_epoch
 from kadapt_trainer.losses import summed_loss, target_count
 from kadapt_trainer.modeling import write_pooled_code
+from kadapt_trainer.probe import ProbeOutcome
 from kadapt_trainer.strategies import AppliedStrategy, find_head
 
 #: The cached-feature backend's checkpoint (head, optimizer, scheduler), written by rank 0.
@@ -57,7 +58,7 @@ def make_plan(cfg: TrainerConfig, n_train: int, world_size: int) -> Plan:
     except ValueError as exc:
         raise BadInputError(str(exc)) from exc
     spe = steps_per_epoch(n_train, cfg.training.global_batch_size)
-    total = cfg.training.max_steps or cfg.training.epochs * spe
+    total = cfg.training.max_steps or cfg.training.resolved_epochs() * spe
     return Plan(spe, total, math.ceil(total / spe), cfg.training.global_batch_size, accumulation)
 
 
@@ -78,6 +79,8 @@ class TrainContext:
     validation: Encoded | None
     pad_id: int
     device: torch.device
+    #: The linear probe fitted in setup (head-only's solve, auto's probe, LP-FT's start), if any.
+    probe: ProbeOutcome | None = None
 
     @property
     def has_validation(self) -> bool:
@@ -220,10 +223,14 @@ class CachedHeadBackend:
         model = ctx.model.to(ctx.device)
         _, head = find_head(model, ctx.cfg.task)
         assert ctx.train.labels is not None
-        features = extract_features(model, head, ctx.train, ctx.pad_id, ctx.info, ctx.device)
         self.val_features: torch.Tensor | None = None
         self.val_labels: torch.Tensor | None = None
-        if ctx.validation is not None and ctx.has_validation:
+        if ctx.probe is not None:  # the head is already solved on these features (probe.py)
+            features = ctx.probe.train_features
+            self.val_features, self.val_labels = ctx.probe.val_features, ctx.probe.val_labels
+        else:
+            features = extract_features(model, head, ctx.train, ctx.pad_id, ctx.info, ctx.device)
+        if ctx.probe is None and ctx.validation is not None and ctx.has_validation:
             assert ctx.validation.labels is not None
             self.val_features = extract_features(model, head, ctx.validation, ctx.pad_id, ctx.info, ctx.device)
             self.val_labels = torch.tensor(ctx.validation.labels, dtype=torch.long)
@@ -232,14 +239,19 @@ class CachedHeadBackend:
         self.trainer = CachedHeadTrainer(head, features, labels, optimizer, scheduler, ctx.device)
 
     def train_step(self, indices: list[int]) -> StepResult:
-        """Every rank computes the same full-batch step, so each reports 1/world of its loss."""
+        """Every rank computes the same full-batch step, so each reports 1/world of its loss.
+
+        With a probe the head is already at the optimum: the one planned step reports its loss.
+        """
+        if self.ctx.probe is not None:
+            return StepResult(self.ctx.probe.result.train_loss / self.ctx.info.world_size, 0)
         return StepResult(self.trainer.step(indices) / self.ctx.info.world_size, 0)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and accuracy of the head on the cached validation features."""
         if self.val_features is None or self.val_labels is None:
             return {}
-        return self.trainer.evaluate(self.val_features, self.val_labels)
+        return evaluate_features(self.trainer.head, self.val_features, self.val_labels, self.device)
 
     def save(self, folder: Path) -> None:
         """Rank 0 writes head, optimizer and scheduler (identical on every rank)."""
