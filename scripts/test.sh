@@ -12,4 +12,5 @@ VENV=$(cd "${KADAPT_VENV:-.venv}" && pwd)
 export PATH="$VENV/bin:$PATH"  # tools installed into the venv (prometheus without root)
 "$VENV"/bin/ruff check .
 "$VENV"/bin/mypy
+"$VENV"/bin/lint-imports  # import contracts: [tool.importlinter] in pyproject.toml
 exec "$VENV"/bin/python -m pytest "$@"

@@ -13,14 +13,14 @@ Use the module's :data:`METRICS` from handlers and :func:`serve_metrics` at star
     with METRICS.reconcile("poll"):
         ...
         METRICS.add_usage(UsageKey(ns, queue, gpu_type), accrual.added_gpu_seconds, added_cost)
-        METRICS.observe_job(sample_from_body(body))
+        METRICS.observe_job(job_sample(namespace, name, status, spec.budget, allocated=gpus))
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +30,11 @@ from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 
 from kadapt_operator import __version__
+from kadapt_operator.api import AdaptationJobStatus
+from kadapt_trainer.config import BudgetSpec
 
 #: Phases of an AdaptationJob (the contract's list); jobs-by-phase reports all of them.
 PHASES = ("Pending", "Created", "Running", "Suspended", "Restarting", "Succeeded", "Failed")
-#: Phases in which a job's pods hold GPUs (for :func:`sample_from_body`'s allocation guess).
-GPU_HOLDING_PHASES = frozenset({"Running"})
 #: Completion results (label ``result``).
 RESULT_SUCCEEDED = "succeeded"
 RESULT_FAILED = "failed"
@@ -107,50 +107,32 @@ class JobSample:
     restarts: int = 0
 
 
-def _float(value: Any, default: float | None = 0.0) -> float | None:
-    return default if value is None else float(value)
-
-
-def sample_from_body(body: Mapping[str, Any], *, allocated: int | None = None) -> JobSample:
-    """Build a :class:`JobSample` from an AdaptationJob object (dict with spec and status).
+def job_sample(
+    namespace: str, name: str, status: AdaptationJobStatus, budget: BudgetSpec | None, *, allocated: int
+) -> JobSample:
+    """Build a :class:`JobSample` from a job's typed status and budget.
 
     Args:
-        body: the job as kopf passes it (``body``) or as read from the API.
-        allocated: GPUs its running pods hold (:func:`kadapt_operator.cost.allocated_gpus`); when
-            None, workers x gpusPerWorker while the phase is Running, else 0.
+        allocated: GPUs its running pods hold right now (:func:`kadapt_operator.cost.allocated_gpus`).
     """
-    meta = body.get("metadata", {}) or {}
-    spec = body.get("spec", {}) or {}
-    status = body.get("status", {}) or {}
-    phase = status.get("phase") or "Pending"
-    progress = status.get("progress", {}) or {}
-    cost = status.get("cost", {}) or {}
-    resources = spec.get("resources", {}) or {}
-    if allocated is None:
-        workers = int(resources.get("workers", 1))
-        gpus = int(resources.get("gpusPerWorker", 1))
-        allocated = workers * gpus if phase in GPU_HOLDING_PHASES else 0
-    percent = float(progress.get("percent") or 0.0)
-    gpu_seconds = float(cost.get("gpuSeconds") or 0.0)
-    spent = float(cost.get("costSoFar") or 0.0)
-    budget = spec.get("budget", {}) or {}
+    cost = status.cost
     ratios = []
-    if budget.get("maxCost"):
-        ratios.append(spent / float(budget["maxCost"]))
-    if budget.get("maxGPUHours"):
-        ratios.append(gpu_seconds / 3600.0 / float(budget["maxGPUHours"]))
+    if budget is not None and budget.max_cost:
+        ratios.append(cost.cost_so_far / budget.max_cost)
+    if budget is not None and budget.max_gpu_hours:
+        ratios.append(cost.gpu_seconds / 3600.0 / budget.max_gpu_hours)
     return JobSample(
-        namespace=meta.get("namespace", "default"),
-        name=meta["name"],
-        phase=phase,
-        progress_ratio=max(0.0, min(percent / 100.0, 1.0)),
+        namespace=namespace,
+        name=name,
+        phase=status.phase or "Pending",
+        progress_ratio=max(0.0, min(status.progress.percent / 100.0, 1.0)),
         allocated_gpus=allocated,
-        gpu_seconds=gpu_seconds,
-        cost=spent,
-        projected_cost=_float(cost.get("projectedCost"), None),
-        eta_seconds=_float(progress.get("etaSeconds"), None),
+        gpu_seconds=cost.gpu_seconds,
+        cost=cost.cost_so_far,
+        projected_cost=cost.projected_cost,
+        eta_seconds=status.progress.eta_seconds,
         budget_used_ratio=max(ratios) if ratios else None,
-        restarts=int(status.get("restarts") or 0),
+        restarts=status.restarts,
     )
 
 

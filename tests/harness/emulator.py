@@ -41,6 +41,9 @@ import kmock
 import yaml
 from kmock._internal import dsl, enums, rendering
 
+from kadapt_operator.metrics import OperatorMetrics
+from kadapt_operator.runtime.world import Runtime
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "adaptationjobs.kadapt.dev.yaml"
 
@@ -335,7 +338,33 @@ class OperatorHandle:
     thread: threading.Thread
     stop_flag: threading.Event
     ready_flag: threading.Event
+    #: The operator's shared state: its own metrics registry, and what it has handled.
+    runtime: Runtime
     errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> OperatorMetrics:
+        """This operator's own metrics (a fresh registry per operator)."""
+        return self.runtime.metrics
+
+    def handled(self, namespace: str, name: str, trigger: str | None = None) -> int:
+        """Reconciles of one job this operator has completed (of one trigger: spec, children, tick)."""
+        return self.runtime.handled_count((namespace, name), trigger)
+
+    def wait_handled(
+        self, namespace: str, name: str, more: int = 1, trigger: str | None = None, timeout: float = 20.0
+    ) -> None:
+        """Wait until the operator has completed ``more`` further reconciles of the job.
+
+        The positive signal to wait for before asserting that something did *not* happen:
+        the operator has looked at the job since (a tick re-reads everything).
+        """
+        target = self.handled(namespace, name, trigger) + more
+        wait_for(
+            f"{more} more {trigger or 'any'} reconcile(s) of {namespace}/{name}",
+            lambda: self.handled(namespace, name, trigger) >= target,
+            timeout=timeout,
+        )
 
     def stop(self, timeout: float = 15.0) -> None:
         """Ask kopf to stop, wait for the thread."""
@@ -587,14 +616,19 @@ class Cluster:
         fast: bool = True,
         ready_timeout: float = 30.0,
         liveness: str | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> Iterator[OperatorHandle]:
-        """Run the real kadapt operator (kopf) in a thread against this emulator, over HTTP."""
+        """Run the real kadapt operator (kopf) in a thread against this emulator, over HTTP.
+
+        ``metrics``: the registry it records into (a test that serves one passes it); a fresh one when None.
+        """
         handle = start_operator(
             self.kubeconfig,
             namespaces or list(self._namespaces),
             settings_overrides or {},
             fast=fast,
             liveness=liveness,
+            metrics=metrics,
         )
         try:
             if not handle.ready_flag.wait(ready_timeout):
@@ -631,6 +665,7 @@ def start_operator(
     *,
     fast: bool = True,
     liveness: str | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> OperatorHandle:
     """Start the kadapt operator in a thread; stop it with ``handle.stop()``."""
     from kadapt_operator.runtime.options import RuntimeOptions
@@ -648,11 +683,13 @@ def start_operator(
         fast=fast,
         liveness_endpoint=liveness,
     )
-    handle = OperatorHandle(thread=threading.Thread(), stop_flag=stop_flag, ready_flag=ready_flag)
+    # A fresh metrics registry per operator: no test sees another operator's counts.
+    runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics())
+    handle = OperatorHandle(thread=threading.Thread(), stop_flag=stop_flag, ready_flag=ready_flag, runtime=runtime)
 
     def target() -> None:
         try:
-            asyncio.run(run_operator(settings, options, stop_flag=stop_flag, ready_flag=ready_flag))
+            asyncio.run(run_operator(settings, options, stop_flag=stop_flag, ready_flag=ready_flag, runtime=runtime))
         except BaseException as exc:  # reported to the test through handle.errors
             handle.errors.append(exc)
             ready_flag.set()

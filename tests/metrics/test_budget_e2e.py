@@ -142,14 +142,6 @@ def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions") or [] if c.get("type") == kind), {})
 
 
-def operator_ticks() -> float:
-    """Periodic reconciles the in-process operator has completed (its reconcile histogram's count)."""
-    from kadapt_operator.metrics import METRICS
-
-    count = METRICS.registry.get_sample_value("kadapt_operator_reconcile_duration_seconds_count", {"handler": "tick"})
-    return count or 0.0
-
-
 def gpu_seconds(cluster: Cluster) -> float:
     return float((status(cluster).get("cost") or {}).get("gpuSeconds") or 0.0)
 
@@ -214,10 +206,9 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
                 assert spent == first.seconds > 0
 
             # The operator restarts: nothing in memory; the ledger is read back from status.
-            ticks_before = operator_ticks()
-            with cluster.operator(settings_overrides=settings):
+            with cluster.operator(settings_overrides=settings) as restarted:
                 # several ticks of the new operator (counted, not timed) while the job stays suspended
-                wait_for("three ticks of the new operator", lambda: operator_ticks() >= ticks_before + 3, timeout=60)
+                restarted.wait_handled(NAMESPACE, JOB, more=3, trigger="tick", timeout=60)
                 assert gpu_seconds(cluster) == spent
                 assert status(cluster).get("phase") == "Suspended"
                 assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-")) == saved

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from prometheus_client.metrics_core import Metric
 
+from kadapt_operator.api import AdaptationJobStatus
 from kadapt_operator.cost import REASON_MAX_COST
 from kadapt_operator.metrics import (
     NO_QUEUE,
@@ -20,9 +20,10 @@ from kadapt_operator.metrics import (
     MetricsServer,
     OperatorMetrics,
     UsageKey,
-    sample_from_body,
+    job_sample,
     serve_metrics,
 )
+from kadapt_trainer.config import BudgetSpec
 
 Scrape = Callable[[str], dict[str, Metric]]
 
@@ -165,26 +166,22 @@ def test_bad_labels_are_refused() -> None:
         metrics.add_usage(UsageKey("ns", None, "a100"), -1.0, 0.0)
 
 
-def test_sample_from_body_reads_status_and_budget() -> None:
-    body: dict[str, Any] = {
-        "metadata": {"name": "sst2", "namespace": "team-a"},
-        "spec": {"resources": {"workers": 2, "gpusPerWorker": 4}, "budget": {"maxCost": 10.0, "maxGPUHours": 4.0}},
-        "status": {
+def test_job_sample_reads_status_and_budget() -> None:
+    status = AdaptationJobStatus.model_validate(
+        {
             "phase": "Running",
             "restarts": 2,
             "progress": {"percent": 40.0, "etaSeconds": 600.0},
             "cost": {"gpuSeconds": 7200.0, "costSoFar": 5.0, "projectedCost": 9.0},
-        },
-    }
-    s = sample_from_body(body)
+        }
+    )
+    budget = BudgetSpec(max_cost=10.0, max_gpu_hours=4.0)
+    s = job_sample("team-a", "sst2", status, budget, allocated=8)
     assert s == JobSample("team-a", "sst2", "Running", progress_ratio=0.4, allocated_gpus=8, gpu_seconds=7200.0,
                           cost=5.0, projected_cost=9.0, eta_seconds=600.0, budget_used_ratio=0.5, restarts=2)
-    assert sample_from_body(body, allocated=3).allocated_gpus == 3
-    suspended = {**body, "status": {**body["status"], "phase": "Suspended"}}
-    assert sample_from_body(suspended).allocated_gpus == 0
-    fresh = sample_from_body({"metadata": {"name": "new"}, "spec": {}})
-    assert (fresh.namespace, fresh.phase, fresh.budget_used_ratio, fresh.projected_cost) == (
-        "default", "Pending", None, None,
+    fresh = job_sample("default", "new", AdaptationJobStatus(), None, allocated=0)
+    assert (fresh.phase, fresh.budget_used_ratio, fresh.projected_cost, fresh.allocated_gpus) == (
+        "Pending", None, None, 0,
     )
 
 

@@ -188,7 +188,9 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
     settings = {"progress_port": progress_port, "gpu_prices": {"default": PRICE}, "poll_interval_seconds": 0.5}
     prometheus: Prometheus | None = None
     gang: Gang | None = None
-    with Cluster(namespaces=(NAMESPACE,)) as cluster, cluster.operator(settings_overrides=settings):
+    from kadapt_operator.metrics import METRICS  # what operator_metrics_port serves, as `kadapt operator` does
+
+    with Cluster(namespaces=(NAMESPACE,)) as cluster, cluster.operator(settings_overrides=settings, metrics=METRICS):
         try:
             cluster.create(AJOBS, manifest)
             found = cluster.wait_for(lambda: cluster.get(JOBS, NAMESPACE, JOB), timeout=30, message="the Job")

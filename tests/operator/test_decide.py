@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kadapt_operator import cost as costing
+from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import decide
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
@@ -24,8 +25,8 @@ NO_BUDGET = costing.BudgetDecision(False, costing.REASON_WITHIN_BUDGET, "no budg
 OVER_COST = costing.BudgetDecision(True, costing.REASON_MAX_COST, "spent 5 of 4", 1.2)
 NS_WITHIN = costing.BudgetDecision(False, costing.REASON_WITHIN_BUDGET, "within namespace budget", 0.1)
 NS_OVER = costing.BudgetDecision(True, costing.REASON_NAMESPACE_BUDGET, "namespace over", 1.0)
-HELD = {"type": st.BUDGET_EXCEEDED, "status": st.TRUE, "reason": costing.REASON_MAX_COST, "message": "held"}
-RELEASED = {"type": st.BUDGET_EXCEEDED, "status": st.FALSE, "reason": costing.REASON_WITHIN_BUDGET, "message": "ok"}
+HELD = Condition(type=st.BUDGET_EXCEEDED, status=st.TRUE, reason=costing.REASON_MAX_COST, message="held")
+RELEASED = Condition(type=st.BUDGET_EXCEEDED, status=st.FALSE, reason=costing.REASON_WITHIN_BUDGET, message="ok")
 
 
 def budget_inputs(**kw: Any) -> decide.BudgetInputs:
@@ -237,19 +238,25 @@ def test_decide_children(
 
 
 EARLIER = NOW - timedelta(minutes=5)
+
+
+def suspended(status: str, since: datetime | None = None) -> Condition:
+    return Condition(type=st.SUSPENDED, status=status, reason="x", last_transition_time=since)
+
+
 RESUMED_ROWS = [
     ("never suspended", None, False, None),
-    ("suspended and staying so", {"status": st.TRUE}, True, None),
-    ("resuming right now", {"status": st.TRUE}, False, NOW),
-    ("resumed earlier", {"status": st.FALSE, "lastTransitionTime": st.format_time(EARLIER)}, False, EARLIER),
-    ("unknown status", {"status": "Unknown"}, False, None),
+    ("suspended and staying so", suspended(st.TRUE), True, None),
+    ("resuming right now", suspended(st.TRUE), False, NOW),
+    ("resumed earlier", suspended(st.FALSE, EARLIER), False, EARLIER),
+    ("unknown status", suspended("Unknown"), False, None),
 ]
 
 
 @pytest.mark.parametrize(
     ("cond", "suspending", "expected"), [r[1:] for r in RESUMED_ROWS], ids=[r[0] for r in RESUMED_ROWS]
 )
-def test_resumed_at(cond: dict[str, Any] | None, suspending: bool, expected: datetime | None) -> None:
+def test_resumed_at(cond: Condition | None, suspending: bool, expected: datetime | None) -> None:
     assert decide.resumed_at(cond, suspending=suspending, now=NOW) == expected
 
 
@@ -379,24 +386,24 @@ def test_waiting_conditions_replace_what_the_pods_said_about_running() -> None:
     ]
 
 
-def conds(*pairs: tuple[str, str]) -> dict[str, Any]:
-    return {"conditions": [{"type": t, "status": s} for t, s in pairs]}
+def conds(*pairs: tuple[str, str]) -> AdaptationJobStatus:
+    return AdaptationJobStatus(conditions=[Condition(type=t, status=s, reason="x") for t, s in pairs])
 
 
 SETTLE_ROWS = [
-    ("nothing to settle", st.RUNNING, {}, []),
+    ("nothing to settle", st.RUNNING, conds(), []),
     ("a restart is over", st.RUNNING, conds((st.RESTARTING, st.TRUE)), [(st.RESTARTING, st.Reason.NOT_RESTARTING)]),
     ("still restarting", st.RESTARTING, conds((st.RESTARTING, st.TRUE)), []),
     ("resumed", st.CREATED, conds((st.SUSPENDED, st.TRUE)), [(st.SUSPENDED, st.Reason.RESUMED)]),
     ("still suspended", st.SUSPENDED, conds((st.SUSPENDED, st.TRUE)), []),
     ("already resumed", st.RUNNING, conds((st.SUSPENDED, st.FALSE)), []),
-    ("success says it did not fail", st.SUCCEEDED, {}, [(st.FAILED, st.Reason.JOB_COMPLETED)]),
+    ("success says it did not fail", st.SUCCEEDED, conds(), [(st.FAILED, st.Reason.JOB_COMPLETED)]),
     ("success keeps an earlier Failed condition", st.SUCCEEDED, conds((st.FAILED, st.FALSE)), []),
 ]
 
 
 @pytest.mark.parametrize(("phase", "old", "expected"), [r[1:] for r in SETTLE_ROWS], ids=[r[0] for r in SETTLE_ROWS])
-def test_settle_conditions(phase: str, old: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+def test_settle_conditions(phase: str, old: AdaptationJobStatus, expected: list[tuple[str, str]]) -> None:
     out = decide.settle_conditions(phase, old)
     assert [(c.type, c.reason) for c in out] == expected
     assert all(c.status == st.FALSE for c in out)

@@ -25,12 +25,8 @@ def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator:
     cluster.create(AJOBS, job_manifest("doomed", NS))
     checks.start_gang(cluster, "doomed", NS)
     cluster.wait_for(lambda: checks.status_of(cluster, "doomed", NS).get("phase") == "Running")
-    from prometheus_client import generate_latest
-
-    from kadapt_operator.metrics import METRICS
-
     def series() -> bool:
-        return 'job_name="doomed"' in generate_latest(METRICS.registry).decode()
+        return 'job_name="doomed"' in operator.metrics.render().decode()
 
     cluster.wait_for(series, message="per-job metrics series")
     cluster.delete(AJOBS, NS, "doomed")

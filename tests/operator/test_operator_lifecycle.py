@@ -150,8 +150,7 @@ def test_suspend_round_trips_to_the_job(cluster: Cluster, operator: OperatorHand
     cluster.wait_for(lambda: (x := cond(cluster, "pausable", "Suspended")) and x["status"] == "False")
     # Several ticks later: still the same gang, nothing counted.
     cluster.wait_for(lambda: status_of(cluster, "pausable")["phase"] in ("Created", "Running"))
-    ticks = len(cluster.operator_requests())
-    cluster.wait_for(lambda: len(cluster.operator_requests()) > ticks + 3, message="more operator traffic")
+    operator.wait_handled(NS, "pausable", more=3, trigger="tick")
     st = status_of(cluster, "pausable")
     assert st["phase"] in ("Created", "Running") and not st.get("restarts") and not st.get("disruptions")
     assert _count_creates(cluster, "jobs", NS, "pausable") == 1

@@ -11,7 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from kadapt_operator.api import AdaptationJobStatus, Condition, Parameters, ResolvedStrategy
 from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime import stored
 from kadapt_operator.runtime.apply import mutable_patch
 from kadapt_operator.runtime.login import connection_from_kubeconfig
 from kadapt_operator.runtime.options import FINALIZER, RuntimeOptions, configure
@@ -85,28 +87,65 @@ def test_observe_success_deadline_suspension_and_pending() -> None:
 
 def test_set_conditions_moves_transition_time_only_on_status_change() -> None:
     first = st.set_conditions([], [st.CondUpdate(st.RUNNING, st.FALSE, "PodsStarting", "0/2")], now=NOW, generation=1)
-    later = NOW + timedelta(minutes=5)
+    later = NOW + timedelta(minutes=5, microseconds=250)
     same = st.set_conditions(
         first, [st.CondUpdate(st.RUNNING, st.FALSE, "PodsStarting", "1/2")], now=later, generation=1
     )
-    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"] and same[0]["message"] == "1/2"
+    assert same[0].last_transition_time == first[0].last_transition_time and same[0].message == "1/2"
     flipped = st.set_conditions(same, [st.CondUpdate(st.RUNNING, st.TRUE, "PodsRunning")], now=later, generation=2)
-    assert flipped[0]["lastTransitionTime"] == st.format_time(later) and flipped[0]["observedGeneration"] == 2
+    assert flipped[0].last_transition_time == later.replace(microsecond=0)  # second precision, as Kubernetes
+    assert flipped[0].observed_generation == 2
     ordered = st.set_conditions(
         flipped, [st.CondUpdate(st.CREATED, st.TRUE, "ChildrenCreated")], now=later, generation=2
     )
-    assert [c["type"] for c in ordered] == [st.CREATED, st.RUNNING]
+    assert [c.type for c in ordered] == [st.CREATED, st.RUNNING]
 
 
-def test_status_patch_and_transitions_only_report_changes() -> None:
-    old = {"phase": "Running", "conditions": [{"type": "Running", "status": "True", "reason": "PodsRunning"}]}
-    assert st.status_patch(old, {"phase": "Running"}) is None
-    assert st.status_patch(old, {"phase": "Failed"}) == {"phase": "Failed"}
-    new = [
-        {"type": "Running", "status": "True", "reason": "PodsRunning"},
-        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"},
-    ]
-    assert [c["type"] for c in st.transitions(old, new)] == ["Failed"]
+def test_transitions_only_report_changes() -> None:
+    old = [Condition(type="Running", status="True", reason="PodsRunning")]
+    new = [*old, Condition(type="Failed", status="True", reason="DeadlineExceeded")]
+    assert [c.type for c in st.transitions(old, new)] == ["Failed"]
+    moved = [Condition(type="Running", status="True", reason="Resumed")]
+    assert [c.reason for c in st.transitions(old, moved)] == ["Resumed"]
+
+
+STORED = {
+    "phase": "Running",
+    "startTime": "2026-01-01T12:00:00Z",
+    "conditions": [{"type": "Running", "status": "True", "reason": "PodsRunning", "message": ""}],
+    "cost": {"gpuSeconds": 10.0, "costSoFar": 0.5, "accountedUntil": {"p-0": "2026-01-01T12:00:10Z"}},
+    "someFieldOfANewerOperator": {"kept": True},
+}
+
+
+def test_status_patch_writes_only_what_changed() -> None:
+    old = stored.status_of({"status": STORED})
+    same = old.model_copy(deep=True)
+    same.phase = "Running"
+    same.cost = same.cost.model_copy(update={"projected_cost": None})
+    assert stored.status_patch(old, same) is None  # a None that is absent is no change (idle jobs: no PATCH)
+    new = old.model_copy(deep=True)
+    new.phase = "Succeeded"
+    new.cost = old.cost.model_copy(update={"gpu_seconds": 12.0, "accounted_until": {"p-1": "2026-01-01T12:00:12Z"}})
+    assert stored.status_patch(old, new) == {
+        "phase": "Succeeded",
+        "cost": {"gpuSeconds": 12.0, "accountedUntil": {"p-0": None, "p-1": "2026-01-01T12:00:12Z"}},
+    }
+
+
+def test_merge_patch_round_trips() -> None:
+    old = {"a": 1, "m": {"x": 1, "y": 2}, "gone": [1], "list": [1, 2]}
+    new = {"a": 1, "m": {"x": 1, "z": 3}, "list": [2], "added": {"k": "v"}}
+    patch = stored.merge_patch(old, new)
+    assert patch == {"m": {"y": None, "z": 3}, "gone": None, "list": [2], "added": {"k": "v"}}
+
+
+def test_reading_status_drops_only_the_fields_that_do_not_parse() -> None:
+    status = stored.status_of({"status": {**STORED, "startTime": "yesterday", "restarts": "many"}})
+    assert status.phase == "Running" and status.start_time is None and status.restarts == 0
+    assert status.cost.accounted_until == {"p-0": "2026-01-01T12:00:10Z"}
+    assert stored.status_of({}) == AdaptationJobStatus()
+    assert stored.meta_of({"metadata": {"generation": "x", "name": "a"}}).name == "a"
 
 
 def test_restart_delay_is_exponential_and_capped() -> None:
@@ -133,10 +172,10 @@ def test_progress_status_maps_the_report() -> None:
         last_checkpoint="pvc://c/1",
     )
     out = progress_status(report)
-    assert out["progress"]["percent"] == 25.0 and out["progress"]["loss"] == 1.2346
-    assert out["parameters"] == {"trainable": 10, "total": 1000, "percent": 1.0}
-    assert out["strategy"] == {"resolved": "partial", "reason": "medium data"}
-    assert out["lastCheckpoint"] == "pvc://c/1"
+    assert out.progress.percent == 25.0 and out.progress.loss == 1.2346
+    assert out.parameters == Parameters(trainable=10, total=1000, percent=1.0)
+    assert out.strategy == ResolvedStrategy(resolved="partial", reason="medium data")
+    assert out.last_checkpoint == "pvc://c/1"
     first = rank0([pod(1, phase="Running", podIP="10.0.0.2"), pod(0, phase="Running", podIP="10.0.0.1")])
     assert first is not None and first.ip == "10.0.0.1"
 

@@ -80,7 +80,9 @@ def operator(
                 err=True,
             )
             raise typer.Exit(2) from None
-    asyncio.run(run_operator(settings, options))
+    from kadapt_operator.metrics import METRICS  # the registry serve_metrics publishes
+
+    asyncio.run(run_operator(settings, options, metrics=METRICS))
 
 
 def register(app: typer.Typer) -> None:

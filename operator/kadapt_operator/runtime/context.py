@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from kadapt_operator import cost as costing
-from kadapt_operator.api import AdaptationJob
+from kadapt_operator.api import AdaptationJob, AdaptationJobStatus
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.decide import Trigger
+from kadapt_operator.runtime.stored import StoredMeta
 from kadapt_operator.runtime.world import Key
 
 
@@ -27,12 +28,14 @@ class ReconcileContext:
     trigger: Trigger
     #: The operator's clock, read once.
     now: datetime
-    #: The AdaptationJob as stored (the freshest copy known).
-    body: dict[str, Any]
+    #: The AdaptationJob's metadata as stored (the freshest copy known).
+    meta: StoredMeta
     #: The parsed, validated spec.
     job: AdaptationJob
     #: ``status`` as stored, before this reconcile.
-    old: dict[str, Any]
+    old: AdaptationJobStatus
+    #: ``status`` as this reconcile builds it (starts as a copy of ``old``); the last step writes the difference.
+    status: AdaptationJobStatus
     #: The current incarnation of the batch Job (None: not created, or the failed one being deleted).
     batch: dict[str, Any] | None
     #: uid of the Job incarnation whose failure was already handled.
@@ -45,13 +48,9 @@ class ReconcileContext:
     #: Price per GPU-hour of the job's GPU type.
     price: float
 
-    # -- what the steps decide and build ---------------------------------------------------
-    #: Top-level status keys this reconcile sets (compared with ``old`` before writing).
-    new: dict[str, Any] = field(default_factory=dict)
+    # -- what the steps decide ---------------------------------------------------------------
     #: Conditions as they should be now (merged into ``old``'s by the write step).
     updates: list[st.CondUpdate] = field(default_factory=list)
-    #: ``status.cost`` as accrued by this reconcile (``old``'s when nothing was accrued).
-    cost: dict[str, Any] = field(default_factory=dict)
     #: Why the Job should be suspended (user, budget), or None.
     suspend_reason: str | None = None
     #: Whether this reconcile created the children.
@@ -74,5 +73,4 @@ class ReconcileContext:
     @property
     def generation(self) -> int | None:
         """``metadata.generation`` of the spec being reconciled."""
-        gen = (self.body.get("metadata") or {}).get("generation")
-        return int(gen) if gen is not None else None
+        return self.meta.generation

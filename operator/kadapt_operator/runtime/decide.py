@@ -9,13 +9,12 @@ suspension and budget logic is unit-tested table by table without kopf or an API
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from kadapt_operator import cost as costing
+from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import status as st
 
 
@@ -36,7 +35,7 @@ class BudgetInputs:
     #: The namespace budget's verdict; None when the namespace has none or the job already ran.
     namespace_budget: costing.BudgetDecision | None
     #: The stored BudgetExceeded condition, if any.
-    held: Mapping[str, Any] | None
+    held: Condition | None
     #: Whether the job's spec sets a budget (then BudgetExceeded=False is shown too).
     has_budget: bool
     user_suspend: bool
@@ -65,10 +64,9 @@ def decide_budget(inputs: BudgetInputs) -> BudgetOutcome:
     if not decision.exceeded and inputs.namespace_budget is not None:
         decision = inputs.namespace_budget
     held = inputs.held
-    held_true = held is not None and held.get("status") == st.TRUE
-    if not decision.exceeded and held_true and inputs.trigger != Trigger.SPEC:
-        assert held is not None
-        decision = costing.BudgetDecision(True, str(held.get("reason")), str(held.get("message") or ""))
+    held_true = held is not None and held.status == st.TRUE
+    if not decision.exceeded and held is not None and held_true and inputs.trigger != Trigger.SPEC:
+        decision = costing.BudgetDecision(True, held.reason, held.message)
     if inputs.user_suspend:
         suspend_reason: str | None = st.Reason.SUSPENDED_BY_USER
     elif decision.exceeded:
@@ -130,17 +128,17 @@ def decide_children(
     return ChildAction.WAIT_FOR_DELETION if old_incarnation_listed else ChildAction.RECREATE
 
 
-def resumed_at(suspended: Mapping[str, Any] | None, *, suspending: bool, now: datetime) -> datetime | None:
+def resumed_at(suspended: Condition | None, *, suspending: bool, now: datetime) -> datetime | None:
     """Since when pods' ends no longer count as failures: the last resume (or now, when resuming).
 
     Pods stopped by a suspension are not failures, even after the resume.
     """
     if suspended is None:
         return None
-    if suspended.get("status") == st.TRUE:
+    if suspended.status == st.TRUE:
         return None if suspending else now
-    if suspended.get("status") == st.FALSE:
-        return st.parse_time(suspended.get("lastTransitionTime"))
+    if suspended.status == st.FALSE:
+        return suspended.last_transition_time
     return None
 
 
@@ -241,7 +239,7 @@ def waiting_conditions(updates: list[st.CondUpdate]) -> list[st.CondUpdate]:
     return [*kept, st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.WORKER_FAILED, "waiting to restart the gang")]
 
 
-def settle_conditions(phase: str, old_status: Mapping[str, Any]) -> list[st.CondUpdate]:
+def settle_conditions(phase: str, old_status: AdaptationJobStatus) -> list[st.CondUpdate]:
     """Conditions the new phase ends: Restarting, Suspended (a resume) and Failed=False on success."""
     out: list[st.CondUpdate] = []
     if phase != st.RESTARTING and st.condition(old_status, st.RESTARTING) is not None:

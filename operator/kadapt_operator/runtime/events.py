@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import cast
 
 import kopf
 
 from kadapt_operator import cost as costing
+from kadapt_operator.api import API_VERSION_FULL, Condition
 from kadapt_operator.runtime.status import TRUE, Reason
+from kadapt_operator.runtime.stored import StoredMeta
+from kadapt_trainer.config import KIND
 
 log = logging.getLogger("kadapt.operator")
 
@@ -32,6 +35,7 @@ WARNING_REASONS = frozenset(
         costing.REASON_MAX_COST,
         costing.REASON_MAX_GPU_HOURS,
         costing.REASON_NAMESPACE_BUDGET,
+        costing.REASON_UNKNOWN_GPU_TYPE,
     }
 )
 
@@ -41,30 +45,27 @@ def event_type(reason: str) -> str:
     return WARNING if reason in WARNING_REASONS else NORMAL
 
 
-def post(body: Mapping[str, Any], reason: str, message: str) -> None:
-    """Queue an Event on the object (kopf posts it in the background, never blocking the handler)."""
+def post(meta: StoredMeta, reason: str, message: str) -> None:
+    """Queue an Event on the AdaptationJob (kopf posts it in the background, never blocking the handler)."""
     ref = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {k: body.get("metadata", {}).get(k) for k in ("name", "namespace", "uid")},
+        "apiVersion": API_VERSION_FULL,
+        "kind": KIND,
+        "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
     }
     try:
         kopf.event(
             cast(kopf.Body, ref), type=event_type(reason), reason=str(reason), message=message[:1024] or str(reason)
         )
     except LookupError:  # outside kopf's context (no Event queue): the status still says it
-        name = (body.get("metadata") or {}).get("name")
-        log.warning("event %s on %s not posted: no event queue in this context", reason, name)
+        log.warning("event %s on %s not posted: no event queue in this context", reason, meta.name)
 
 
 #: False conditions worth an Event: the way back to normal.
 RECOVERY_REASONS = frozenset({Reason.RESUMED, Reason.WITHIN_BUDGET})
 
 
-def post_transitions(body: Mapping[str, Any], changed: list[dict[str, Any]]) -> None:
+def post_transitions(meta: StoredMeta, changed: Sequence[Condition]) -> None:
     """One Event per condition that became True, went wrong, or recovered (not every False)."""
     for cond in changed:
-        status = cond.get("status")
-        reason = str(cond.get("reason"))
-        if status == TRUE or reason in WARNING_REASONS or reason in RECOVERY_REASONS:
-            post(body, reason, f"{cond['type']}={status}: {cond.get('message') or ''}".rstrip(": "))
+        if cond.status == TRUE or cond.reason in WARNING_REASONS or cond.reason in RECOVERY_REASONS:
+            post(meta, cond.reason, f"{cond.type}={cond.status}: {cond.message}".rstrip(": "))

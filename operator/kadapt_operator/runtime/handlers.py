@@ -29,6 +29,7 @@ from kadapt_operator.runtime.decide import Trigger
 from kadapt_operator.runtime.kube import ApiError, KubeClient
 from kadapt_operator.runtime.login import login
 from kadapt_operator.runtime.reconcile import reconcile, tick_forever
+from kadapt_operator.runtime.stored import meta_of
 from kadapt_operator.runtime.world import AJ_INDEX, DEFAULT_NAMESPACE, JOB_INDEX, POD_INDEX, Key, Runtime
 from kadapt_trainer.config import API_GROUP, API_VERSION
 
@@ -131,7 +132,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             changed = immutable_changes(diff)
             if changed:
                 events.post(
-                    body,
+                    meta_of(body),
                     st.Reason.IMMUTABLE_FIELD_CHANGED,
                     f"{', '.join(changed)} changed after creation and is ignored: the running Job keeps its "
                     "spec; create a new AdaptationJob to change it (only spec.budget and spec.runPolicy may change)",

@@ -1,17 +1,19 @@
 """Read rank 0's ``/progress`` and turn it into AdaptationJob status fields.
 
-The fetch is the only impure part; :func:`progress_status` is a pure mapping so the
-handlers can compare it with the current status and patch only what changed.
+The fetch is the only impure part; :func:`progress_status` is a pure mapping into the
+status models, so the reconcile compares it with the current status and patches only what
+changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import aiohttp
 from pydantic import ValidationError
 
+from kadapt_operator.api import Parameters, Progress, ResolvedStrategy
 from kadapt_operator.runtime.status import PodView
 from kadapt_trainer.config import ProgressReport
 
@@ -49,34 +51,30 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def progress_status(report: ProgressReport) -> dict[str, Any]:
-    """Status keys from one report: progress, parameters, strategy, lastCheckpoint."""
+@dataclass(frozen=True)
+class ReportStatus:
+    """The status parts one ``/progress`` report fills in."""
+
+    progress: Progress
+    parameters: Parameters
+    strategy: ResolvedStrategy | None = None
+    last_checkpoint: str | None = None
+
+
+def progress_status(report: ProgressReport) -> ReportStatus:
+    """Status parts from one report: progress, parameters, strategy, lastCheckpoint."""
     percent = 100.0 * report.step / report.total_steps if report.total_steps else 0.0
     params_pct = 100.0 * report.trainable_params / report.total_params if report.total_params else 0.0
-    out: dict[str, Any] = {
-        "progress": {
-            "step": report.step,
-            "totalSteps": report.total_steps,
-            "epoch": _round(report.epoch),
-            "percent": round(percent, 2),
-            "etaSeconds": _round(report.eta_seconds, 1),
-            "samplesPerSecond": _round(report.samples_per_second, 2),
-            "loss": _round(report.loss),
-            "evalMetrics": {k: round(float(v), 4) for k, v in sorted(report.eval_metrics.items())},
-        },
-        "parameters": {
-            "trainable": report.trainable_params,
-            "total": report.total_params,
-            "percent": round(params_pct, 4),
-        },
-    }
-    if report.strategy:
-        out["strategy"] = {"resolved": report.strategy, "reason": report.strategy_reason}
-    if report.last_checkpoint:
-        out["lastCheckpoint"] = report.last_checkpoint
-    return out
-
-
-def changed_keys(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``update`` that differs from ``current`` (top-level keys)."""
-    return {k: v for k, v in update.items() if current.get(k) != v}
+    progress = Progress(
+        step=report.step,
+        total_steps=report.total_steps,
+        epoch=round(report.epoch, 4),
+        percent=round(percent, 2),
+        eta_seconds=_round(report.eta_seconds, 1),
+        samples_per_second=_round(report.samples_per_second, 2),
+        loss=_round(report.loss),
+        eval_metrics={k: round(float(v), 4) for k, v in sorted(report.eval_metrics.items())},
+    )
+    parameters = Parameters(trainable=report.trainable_params, total=report.total_params, percent=round(params_pct, 4))
+    strategy = ResolvedStrategy(resolved=report.strategy, reason=report.strategy_reason) if report.strategy else None
+    return ReportStatus(progress, parameters, strategy, report.last_checkpoint or None)

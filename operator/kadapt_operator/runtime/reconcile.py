@@ -30,23 +30,24 @@ from typing import Any
 import kopf
 
 from kadapt_operator import cost as costing
-from kadapt_operator.api import AdaptationJob, AdaptationJobStatus
+from kadapt_operator.api import AdaptationJob, AdaptationJobStatus, Cost, OutputStatus
 from kadapt_operator.metrics import (
     RESTART_DISRUPTION,
     RESTART_FAILURE,
     RESULT_FAILED,
     RESULT_SUCCEEDED,
     UsageKey,
-    sample_from_body,
+    job_sample,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import cleanup, decide, progress, queueing
+from kadapt_operator.runtime import cleanup, decide, progress, queueing, readiness
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all
 from kadapt_operator.runtime.context import ReconcileContext
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
 from kadapt_operator.runtime.kube import ADAPTATION_JOBS, JOBS, ApiError
 from kadapt_operator.runtime.options import PREFIX
+from kadapt_operator.runtime.stored import StoredMeta, meta_of, run_policy_of, status_of
 from kadapt_operator.runtime.world import JOB_INDEX, Key, Runtime, utcnow
 from kadapt_operator.validation import SpecInvalid
 
@@ -67,67 +68,65 @@ async def reconcile(rt: Runtime, key: Key, trigger: Trigger) -> None:
     async with rt.lock(key):
         with rt.metrics.reconcile(str(trigger)):
             ctx = await read_world(rt, key, trigger)
-            if ctx is None:
-                return
-            for step in STEPS:
-                await step(rt, ctx)
+            if ctx is not None:
+                for step in STEPS:
+                    await step(rt, ctx)
+            rt.handled[key, str(trigger)] += 1
 
 
 # -- 1. read the world -------------------------------------------------------------------------
 async def read_world(rt: Runtime, key: Key, trigger: Trigger) -> ReconcileContext | None:
     """The context of one reconcile; None when there is nothing (more) to reconcile."""
     body = rt.body(key)
-    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+    meta = meta_of(body)
+    if body is None or meta.deletion_timestamp is not None:
         return None
     now = utcnow()
-    status: dict[str, Any] = dict(body.get("status") or {})
-    job = await parse_or_settle(rt, key, body, trigger, now)
+    old = status_of(body)
+    job = await parse_or_settle(rt, key, body, old, trigger, now)
     if job is None:
         return None
-    meta = body.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    handled = annotations.get(ANN_HANDLED_JOB)
-    batch = rt.batch_job(key, meta.get("uid"))
-    if batch is not None and batch["metadata"].get("uid") == handled:
+    handled = meta.annotations.get(ANN_HANDLED_JOB)
+    batch = rt.batch_job(key, meta.uid)
+    if batch is not None and st.job_view(batch).uid == handled:
         batch = None  # the failed incarnation, being deleted: not the gang any more
     pods = rt.pods(key)
+    status = old.model_copy(deep=True)
+    status.observed_generation = meta.generation
     return ReconcileContext(
         key=key,
         trigger=trigger,
         now=now,
-        body=body,
+        meta=meta,
         job=job,
-        old=status,
+        old=old,
+        status=status,
         batch=batch,
         handled_job_uid=handled,
-        restart_after=st.parse_time(annotations.get(ANN_RESTART_AFTER)),
+        restart_after=st.parse_time(meta.annotations.get(ANN_RESTART_AFTER)),
         pods=pods,
         intervals=[p for p in (costing.pod_interval(d) for d in pods) if p is not None],
         price=costing.price_for(rt.settings, job.spec.resources.gpu_type),
-        new={"observedGeneration": meta.get("generation")},
-        cost=dict(status.get("cost") or {}),
     )
 
 
 async def parse_or_settle(
-    rt: Runtime, key: Key, body: dict[str, Any], trigger: Trigger, now: datetime
+    rt: Runtime, key: Key, body: dict[str, Any], old: AdaptationJobStatus, trigger: Trigger, now: datetime
 ) -> AdaptationJob | None:
     """The parsed spec of a live job; None (after marking it Failed, or expiring it) otherwise.
 
     An invalid spec is marked Failed; a finished job only has its TTL looked at, on ticks.
     """
-    status: dict[str, Any] = body.get("status") or {}
     try:
         job = rt.parse(body)
     except SpecInvalid as exc:
-        await fail_invalid(rt, key, body, exc, now)
+        await fail_invalid(rt, key, meta_of(body), old, exc, now)
         if trigger == Trigger.TICK:  # an invalid job expires too, if its TTL at least is readable
-            ttl = ((body.get("spec") or {}).get("runPolicy") or {}).get("ttlSecondsAfterFinished")
-            await expire(rt, key, ttl if isinstance(ttl, int) and ttl >= 0 else None, status, now)
+            await expire(rt, key, run_policy_of(body).ttl_seconds_after_finished, old, now)
         return None
-    if status.get("phase") in st.TERMINAL_PHASES:
+    if old.phase in st.TERMINAL_PHASES:
         if trigger == Trigger.TICK:
-            await expire(rt, key, job.spec.run_policy.ttl_seconds_after_finished, status, now)
+            await expire(rt, key, job.spec.run_policy.ttl_seconds_after_finished, old, now)
         return None
     return job
 
@@ -135,53 +134,51 @@ async def parse_or_settle(
 # -- 2. account cost ---------------------------------------------------------------------------
 async def account_cost(rt: Runtime, ctx: ReconcileContext) -> None:
     """Accrue GPU time on every tick (the first write carries the price too)."""
-    if ctx.trigger == Trigger.TICK or not ctx.cost:
-        ctx.cost = accrue(rt, ctx, ctx.cost, ctx.old)
-        ctx.new["cost"] = ctx.cost
+    if ctx.trigger == Trigger.TICK or "cost" not in ctx.old.model_fields_set:
+        ctx.status.cost = accrue(rt, ctx, ctx.old)
 
 
-def accrue(rt: Runtime, ctx: ReconcileContext, cost_status: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def accrue(rt: Runtime, ctx: ReconcileContext, status: AdaptationJobStatus) -> Cost:
     """``status.cost`` after counting the pods' GPU time up to now; adds the increase to the fleet counters."""
-    ledger = costing.CostLedger.from_status(cost_status)
+    ledger = costing.CostLedger.from_status(status.cost.model_dump(by_alias=True))
     accrual = costing.accrue(ledger, ctx.intervals, ctx.now)
-    eta = (status.get("progress") or {}).get("etaSeconds")
     allocated = costing.allocated_gpus(ctx.intervals)
+    eta = status.progress.eta_seconds
     figures = costing.cost_figures(accrual.ledger.gpu_seconds, ctx.price, eta_seconds=eta, allocated_gpus=allocated)
+    spec = ctx.job.spec
     if accrual.added_gpu_seconds:
-        spec = ctx.job.spec
-        usage = UsageKey(ctx.namespace, spec.queue_name or rt.settings.default_queue_name, spec.resources.gpu_type)
+        gpu_label = costing.gpu_type_label(rt.settings, spec.resources.gpu_type)
+        usage = UsageKey(ctx.namespace, spec.queue_name or rt.settings.default_queue_name, gpu_label)
         rt.metrics.add_usage(usage, accrual.added_gpu_seconds, costing.cost_of(accrual.added_gpu_seconds, ctx.price))
-    out = {
-        **cost_status,
-        **accrual.status_patch(),
-        **figures.to_status(),
-        "currency": rt.settings.currency,
-        "gpuType": ctx.job.spec.resources.gpu_type,
-    }
-    for name in ("gpuSeconds", "costSoFar", "projectedCost"):
-        if isinstance(out.get(name), float):
-            out[name] = round(out[name], 6)
-    return out
+    return Cost(
+        gpu_seconds=round(figures.gpu_seconds, 6),
+        cost_so_far=round(figures.cost_so_far, 6),
+        projected_cost=None if figures.projected_cost is None else round(figures.projected_cost, 6),
+        currency=rt.settings.currency,
+        price_per_gpu_hour=figures.price_per_gpu_hour,
+        gpu_type=spec.resources.gpu_type,
+        accounted_until={k: costing.format_time(v) for k, v in sorted(accrual.ledger.accounted_until.items())},
+    )
 
 
 # -- 3. budget and suspension ------------------------------------------------------------------
 async def decide_budget_and_suspension(rt: Runtime, ctx: ReconcileContext) -> None:
     """Whether the job's budget, its namespace's budget or the user suspends it."""
     spec = ctx.job.spec
-    gpu_seconds = float(ctx.cost.get("gpuSeconds") or 0.0)
+    cost = ctx.status.cost
     tick = ctx.trigger == Trigger.TICK
     headroom = rt.settings.poll_interval_seconds * costing.allocated_gpus(ctx.intervals) if tick else 0.0
     job_budget = costing.budget_decision(
         spec.budget,
-        gpu_seconds,
-        float(ctx.cost.get("costSoFar") or 0.0),
+        cost.gpu_seconds,
+        cost.cost_so_far,
         currency=rt.settings.currency,
         headroom_gpu_seconds=headroom,
         price_per_gpu_hour=ctx.price,
     )
     budgets = rt.settings.namespace_budgets
     namespace_budget = None
-    if not job_budget.exceeded and ctx.namespace in budgets and not gpu_seconds:
+    if not job_budget.exceeded and ctx.namespace in budgets and not cost.gpu_seconds:
         spent = rt.namespace_spent(ctx.namespace)
         namespace_budget = costing.namespace_budget_decision(
             ctx.namespace, budgets, spent, currency=rt.settings.currency
@@ -212,14 +209,13 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
     """
     want_suspend = ctx.suspend_reason is not None
     queued = queueing.queue_name(ctx.job.spec.queue_name, rt.settings.default_queue_name) is not None
+    current = st.job_view(ctx.batch) if ctx.batch is not None else None
     action = decide.decide_children(
-        job_exists=ctx.batch is not None,
-        job_suspended=bool((ctx.batch or {}).get("spec", {}).get("suspend")),
+        job_exists=current is not None,
+        job_suspended=current is not None and current.suspended,
         want_suspend=want_suspend,
         restart_after=ctx.restart_after,
-        old_incarnation_listed=any(
-            j["metadata"].get("uid") == ctx.handled_job_uid for j in rt.indexed(JOB_INDEX, ctx.key)
-        ),
+        old_incarnation_listed=any(st.job_view(j).uid == ctx.handled_job_uid for j in rt.indexed(JOB_INDEX, ctx.key)),
         trigger=ctx.trigger,
         now=ctx.now,
         queued=queued,
@@ -239,12 +235,12 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         if action == ChildAction.RECREATE:
             await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
             ctx.restart_after = None
-        if action == ChildAction.STOP and ctx.batch is not None:
-            await rt.api().delete(JOBS, ctx.namespace, ctx.batch["metadata"]["name"])
+        if action == ChildAction.STOP and current is not None:
+            await rt.api().delete(JOBS, ctx.namespace, current.name)
             ctx.batch = None
-        if action == ChildAction.SET_SUSPEND and ctx.batch is not None:
+        if action == ChildAction.SET_SUSPEND and current is not None:
             patch = {"spec": {"suspend": want_suspend}}
-            ctx.batch = await rt.api().patch(JOBS, ctx.namespace, ctx.batch["metadata"]["name"], patch)
+            ctx.batch = await rt.api().patch(JOBS, ctx.namespace, current.name, patch)
     except ChildConflict as exc:
         ctx.updates.append(st.CondUpdate(st.CREATED, st.FALSE, st.Reason.CHILD_CONFLICT, str(exc)))
         ctx.phase = st.PENDING
@@ -252,10 +248,10 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         raise kopf.TemporaryError(str(exc), delay=60) from None
     if ctx.batch is not None:
         if ctx.created_now or not st.is_true(ctx.old, st.CREATED):
-            msg = f"created ConfigMap, Service and Job {ctx.batch['metadata']['name']}"
+            msg = f"created ConfigMap, Service and Job {st.job_view(ctx.batch).name}"
             ctx.updates.append(st.CondUpdate(st.CREATED, st.TRUE, st.Reason.CHILDREN_CREATED, msg))
-        if not ctx.old.get("startTime"):
-            ctx.new["startTime"] = st.format_time(ctx.now)
+        if ctx.old.start_time is None:
+            ctx.status.start_time = st.kube_time(ctx.now)
 
 
 # -- 5. observe pods ---------------------------------------------------------------------------
@@ -273,22 +269,18 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
         suspend_reason=ctx.suspend_reason,
         resumed_at=since,
     )
-    try:
-        old_status = AdaptationJobStatus.model_validate(ctx.old)
-    except ValueError:
-        old_status = AdaptationJobStatus()
     queue = queueing.observe_queue(
         queueing.queue_name(ctx.job.spec.queue_name, rt.settings.default_queue_name),
         ctx.job_view,
         suspend_reason=ctx.suspend_reason,
-        old_status=old_status,
+        old_status=ctx.old,
     )
     if queue.phase is not None:
         obs = st.Observation(queue.phase, queue.conditions)
     else:
         ctx.updates.extend(queue.conditions)
     if queue.preempted:
-        ctx.new["disruptions"] = int(ctx.old.get("disruptions") or 0) + 1
+        ctx.status.disruptions = ctx.old.disruptions + 1
         rt.metrics.record_restart(ctx.namespace, RESTART_DISRUPTION)
     ctx.observation = obs
     ctx.phase = obs.phase
@@ -300,24 +292,22 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
     """Act on the gang's verdict: success, deadline, a gang restart, or waiting for one."""
     assert ctx.observation is not None
     deadline = ctx.job.spec.run_policy.active_deadline_seconds
-    started = st.parse_time(ctx.old.get("startTime") or ctx.new.get("startTime"))
     outcome = decide.decide_outcome(
         ctx.observation.verdict,
-        deadline_passed=decide.deadline_passed(deadline, started, ctx.now),
+        deadline_passed=decide.deadline_passed(deadline, ctx.status.start_time, ctx.now),
         job_exists=ctx.job_view is not None,
         restart_pending=ctx.restart_after is not None,
     )
     if outcome == Outcome.SUCCEEDED:
-        ctx.new["completionTime"] = st.format_time(ctx.now)
-        metrics = (ctx.old.get("output") or {}).get("metrics") or {}
-        ctx.new["output"] = {"uri": ctx.job.spec.output.uri, "metrics": metrics}
+        ctx.status.completion_time = st.kube_time(ctx.now)
+        ctx.status.output = OutputStatus(uri=ctx.job.spec.output.uri, metrics=ctx.old.output.metrics)
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
     elif outcome == Outcome.DEADLINE:
         ctx.phase = st.FAILED
         ctx.updates.extend(decide.deadline_conditions(deadline))
-        ctx.new["completionTime"] = st.format_time(ctx.now)
-        if ctx.batch is not None:
-            await rt.api().delete(JOBS, ctx.namespace, ctx.batch["metadata"]["name"])
+        ctx.status.completion_time = st.kube_time(ctx.now)
+        if ctx.job_view is not None:
+            await rt.api().delete(JOBS, ctx.namespace, ctx.job_view.name)
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
     elif outcome == Outcome.RESTART:
         ctx.phase = await restart(rt, ctx)
@@ -331,16 +321,16 @@ async def restart(rt: Runtime, ctx: ReconcileContext) -> str:
     """Count a failure or a disruption once per Job incarnation, stop the gang, schedule it again."""
     assert ctx.job_view is not None and ctx.observation is not None
     jview = ctx.job_view
-    fresh = await rt.api().get(ADAPTATION_JOBS, ctx.namespace, ctx.name) or {}
-    fresh_status = fresh.get("status") or ctx.old
-    if ((fresh.get("metadata") or {}).get("annotations") or {}).get(ANN_HANDLED_JOB) == jview.uid:
+    fresh_body = await rt.api().get(ADAPTATION_JOBS, ctx.namespace, ctx.name)
+    fresh = status_of(fresh_body) if fresh_body is not None else ctx.old
+    if meta_of(fresh_body).annotations.get(ANN_HANDLED_JOB) == jview.uid:
         return st.RESTARTING
     # Count the GPU time of the pods about to be deleted, while they can still be seen.
-    ctx.new["cost"] = accrue(rt, ctx, dict(fresh_status.get("cost") or {}), fresh_status)
+    ctx.status.cost = accrue(rt, ctx, fresh)
     plan = decide.decide_restart(
         ctx.observation.verdict,
-        restarts=int(fresh_status.get("restarts") or 0),
-        disruptions=int(fresh_status.get("disruptions") or 0),
+        restarts=fresh.restarts,
+        disruptions=fresh.disruptions,
         backoff_limit=ctx.job.spec.run_policy.backoff_limit,
         backoff_seconds=rt.settings.restart_backoff_seconds,
         backoff_max_seconds=rt.settings.restart_backoff_max_seconds,
@@ -348,7 +338,7 @@ async def restart(rt: Runtime, ctx: ReconcileContext) -> str:
     )
     ctx.updates.extend(decide.restart_conditions(plan))
     if plan.give_up:
-        ctx.new["completionTime"] = st.format_time(ctx.now)
+        ctx.status.completion_time = st.kube_time(ctx.now)
         await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid})
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
         return st.FAILED
@@ -356,8 +346,8 @@ async def restart(rt: Runtime, ctx: ReconcileContext) -> str:
     when = ctx.now + timedelta(seconds=plan.delay_seconds)
     await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid, ANN_RESTART_AFTER: st.format_time(when)})
     await rt.api().delete(JOBS, ctx.namespace, jview.name)
-    ctx.new["restarts"] = plan.restarts
-    ctx.new["disruptions"] = plan.disruptions
+    ctx.status.restarts = plan.restarts
+    ctx.status.disruptions = plan.disruptions
     return st.RESTARTING
 
 
@@ -372,36 +362,40 @@ async def poll_progress(rt: Runtime, ctx: ReconcileContext) -> None:
     report = await progress.fetch(rt.http, pod.ip, pod.progress_port or rt.settings.progress_port)
     if report is None:
         return
-    fields = progress.progress_status(report)
+    parts = progress.progress_status(report)
+    status = ctx.status
+    status.progress, status.parameters = parts.progress, parts.parameters
+    if parts.strategy is not None:
+        status.strategy = parts.strategy
+    if parts.last_checkpoint is not None:
+        status.last_checkpoint = parts.last_checkpoint
     if report.eta_seconds is not None:
+        allocated = costing.allocated_gpus(ctx.intervals)
         figures = costing.cost_figures(
-            float(ctx.cost.get("gpuSeconds") or 0.0),
-            ctx.price,
-            eta_seconds=report.eta_seconds,
-            allocated_gpus=costing.allocated_gpus(ctx.intervals),
+            status.cost.gpu_seconds, ctx.price, eta_seconds=report.eta_seconds, allocated_gpus=allocated
         )
         if figures.projected_cost is not None:
-            ctx.cost["projectedCost"] = round(figures.projected_cost, 6)
-    if report.eval_metrics:
-        metrics = {k: round(float(v), 4) for k, v in sorted(report.eval_metrics.items())}
-        fields["output"] = {"uri": ctx.job.spec.output.uri, "metrics": metrics}
-    ctx.new.update(progress.changed_keys(ctx.old, fields))
+            status.cost = status.cost.model_copy(update={"projected_cost": round(figures.projected_cost, 6)})
+    if parts.progress.eval_metrics:
+        status.output = OutputStatus(uri=ctx.job.spec.output.uri, metrics=parts.progress.eval_metrics)
 
 
 # -- 8. status and events ----------------------------------------------------------------------
 async def write_status_and_events(rt: Runtime, ctx: ReconcileContext) -> None:
     """One status patch when something changed, an Event per condition transition, the job's metrics."""
-    if ctx.phase == st.RUNNING and ctx.old.get("phase") != st.RUNNING:
-        created = st.parse_time((ctx.body.get("metadata") or {}).get("creationTimestamp"))
-        if created is not None:
-            rt.metrics.record_running(ctx.namespace, ctx.name, (ctx.now - created).total_seconds())
-    ctx.new["phase"] = ctx.phase
-    ctx.new["conditions"] = st.set_conditions(
-        ctx.old.get("conditions") or [], ctx.updates, now=ctx.now, generation=ctx.generation
-    )
-    written = await rt.write(ctx.key, ctx.body, ctx.new)
+    if ctx.phase == st.RUNNING and ctx.old.phase != st.RUNNING and ctx.meta.creation_timestamp is not None:
+        rt.metrics.record_running(ctx.namespace, ctx.name, (ctx.now - ctx.meta.creation_timestamp).total_seconds())
+    ctx.status.phase = ctx.phase
+    unpriced = readiness.gpu_type_condition(rt.settings, ctx.job.spec.resources.gpu_type)
+    updates = [*ctx.updates, *([unpriced] if unpriced else [])]
+    merged = st.set_conditions(ctx.old.conditions, updates, now=ctx.now, generation=ctx.generation)
+    kstatus = readiness.readiness(ctx.phase, merged)
+    ctx.status.conditions = st.set_conditions(merged, kstatus, now=ctx.now, generation=ctx.generation)
+    await rt.write_status(ctx.key, ctx.meta, ctx.old, ctx.status)
     if ctx.trigger == Trigger.TICK:
-        rt.metrics.observe_job(sample_from_body(written, allocated=costing.allocated_gpus(ctx.intervals)))
+        allocated = costing.allocated_gpus(ctx.intervals)
+        spec = ctx.job.spec
+        rt.metrics.observe_job(job_sample(ctx.namespace, ctx.name, ctx.status, spec.budget, allocated=allocated))
 
 
 STEPS: tuple[Step, ...] = (
@@ -416,27 +410,27 @@ STEPS: tuple[Step, ...] = (
 
 
 # -- the ends of a job's life ------------------------------------------------------------------
-async def fail_invalid(rt: Runtime, key: Key, body: dict[str, Any], exc: SpecInvalid, now: datetime) -> None:
+async def fail_invalid(
+    rt: Runtime, key: Key, meta: StoredMeta, old: AdaptationJobStatus, exc: SpecInvalid, now: datetime
+) -> None:
     """A spec that slipped past admission: Failed, the message names the field; no children."""
-    status = body.get("status") or {}
     message = "; ".join(str(e) for e in exc.errors)
-    if status.get("phase") == st.FAILED and (st.condition(status, st.FAILED) or {}).get("message") == message:
+    failed = st.condition(old, st.FAILED)
+    if old.phase == st.FAILED and failed is not None and failed.message == message:
         return
-    generation = (body.get("metadata") or {}).get("generation")
     update = st.CondUpdate(st.FAILED, st.TRUE, st.Reason.INVALID_SPEC, message)
-    new = {
-        "phase": st.FAILED,
-        "observedGeneration": generation,
-        "completionTime": status.get("completionTime") or st.format_time(now),
-        "conditions": st.set_conditions(status.get("conditions") or [], [update], now=now, generation=generation),
-    }
-    await rt.write(key, body, new)
+    new = old.model_copy(deep=True)
+    new.phase = st.FAILED
+    new.observed_generation = meta.generation
+    new.completion_time = old.completion_time or st.kube_time(now)
+    new.conditions = st.set_conditions(old.conditions, [update], now=now, generation=meta.generation)
+    await rt.write_status(key, meta, old, new)
     rt.metrics.record_completion(key[0], key[1], RESULT_FAILED)
 
 
-async def expire(rt: Runtime, key: Key, ttl: int | None, status: dict[str, Any], now: datetime) -> None:
+async def expire(rt: Runtime, key: Key, ttl: int | None, status: AdaptationJobStatus, now: datetime) -> None:
     """ttlSecondsAfterFinished: remove the finished job's children, never the job (see cleanup.py)."""
-    if not decide.expired(ttl, st.parse_time(status.get("completionTime")), now):
+    if not decide.expired(ttl, status.completion_time, now):
         return
     await cleanup.remove_children(rt, key, now, ttl)
 

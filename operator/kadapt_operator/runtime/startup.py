@@ -6,6 +6,7 @@ import threading
 
 import kopf
 
+from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime.handlers import build_registry
 from kadapt_operator.runtime.options import RuntimeOptions, configure
 from kadapt_operator.runtime.world import Runtime
@@ -18,9 +19,18 @@ async def run_operator(
     *,
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
+    metrics: OperatorMetrics | None = None,
+    runtime: Runtime | None = None,
 ) -> None:
-    """Run the kadapt operator until ``stop_flag`` is set (or forever)."""
-    runtime = Runtime(settings=settings, options=options)
+    """Run the kadapt operator until ``stop_flag`` is set (or forever).
+
+    Args:
+        metrics: where this operator records its metrics (a fresh registry when None).
+        runtime: the shared state to run with (tests pass one to watch what it handled);
+            built from ``settings``, ``options`` and ``metrics`` when None.
+    """
+    if runtime is None:
+        runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics())
     registry = build_registry(runtime)
     kopf_settings = kopf.OperatorSettings()
     configure(kopf_settings, options)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_trainer.config import EXIT_STOPPED
 
 # -- condition types and phases (the cross-team contract) -------------------------------
@@ -84,6 +85,11 @@ def parse_time(value: str | None) -> datetime | None:
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``, second precision (what Kubernetes writes)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def kube_time(value: datetime) -> datetime:
+    """``value`` in UTC at second precision, as Kubernetes stores timestamps."""
+    return value.astimezone(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -367,59 +373,47 @@ def observe(
 
 
 def set_conditions(
-    old: Sequence[Mapping[str, Any]], updates: Iterable[CondUpdate], *, now: datetime, generation: int | None
-) -> list[dict[str, Any]]:
+    old: Sequence[Condition], updates: Iterable[CondUpdate], *, now: datetime, generation: int | None
+) -> list[Condition]:
     """Merge ``updates`` into ``old``: lastTransitionTime moves only when ``status`` changes.
 
     Conditions keep the contract's order (Created, Running, ...), so equal inputs give
     equal lists and the status is patched only when something really changed.
     """
-    by_type: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in old if c.get("type")}
+    by_type: dict[str, Condition] = {c.type: c for c in old}
     for up in updates:
         prev = by_type.get(up.type)
-        moved = prev is None or prev.get("status") != up.status
-        by_type[up.type] = {
-            "type": up.type,
-            "status": up.status,
-            "reason": str(up.reason),
-            "message": up.message,
-            "lastTransitionTime": format_time(now) if moved or prev is None else prev.get("lastTransitionTime"),
-            "observedGeneration": generation,
-        }
+        moved = prev is None or prev.status != up.status
+        by_type[up.type] = Condition(
+            type=up.type,
+            status=up.status,
+            reason=str(up.reason),
+            message=up.message,
+            last_transition_time=kube_time(now) if moved or prev is None else prev.last_transition_time,
+            observed_generation=generation,
+        )
     order = {t: i for i, t in enumerate(CONDITION_TYPES)}
-    return sorted(by_type.values(), key=lambda c: (order.get(c["type"], len(order)), c["type"]))
+    return sorted(by_type.values(), key=lambda c: (order.get(c.type, len(order)), c.type))
 
 
-def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
-    """The condition of ``type_`` in a status dict, if any."""
-    for c in (status or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            result: Mapping[str, Any] = c
-            return result
+def condition(status: AdaptationJobStatus, type_: str) -> Condition | None:
+    """The condition of ``type_``, if any."""
+    for c in status.conditions:
+        if c.type == type_:
+            return c
     return None
 
 
-def is_true(status: Mapping[str, Any] | None, type_: str) -> bool:
+def is_true(status: AdaptationJobStatus, type_: str) -> bool:
     """Whether the condition ``type_`` is present and True."""
     c = condition(status, type_)
-    return c is not None and c.get("status") == TRUE
+    return c is not None and c.status == TRUE
 
 
-def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The top-level status keys whose value changed, or None when nothing did."""
-    old = old or {}
-    changed = {k: v for k, v in new.items() if old.get(k) != v}
-    return changed or None
-
-
-def transitions(old: Mapping[str, Any] | None, new_conditions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def transitions(old: Sequence[Condition], new: Sequence[Condition]) -> list[Condition]:
     """Conditions whose status or reason differs from ``old``: each deserves an Event."""
-    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in (old or {}).get("conditions") or []}
-    out = []
-    for c in new_conditions:
-        if before.get(c["type"]) != (c["status"], c["reason"]):
-            out.append(dict(c))
-    return out
+    before = {c.type: (c.status, c.reason) for c in old}
+    return [c for c in new if before.get(c.type) != (c.status, c.reason)]
 
 
 def restart_delay(restarts: int, base: float, maximum: float) -> float:

@@ -9,7 +9,7 @@ in :mod:`kadapt_operator.runtime.reconcile` read the world through it and write 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,13 +18,14 @@ from typing import Any
 import aiohttp
 import kopf
 
-from kadapt_operator import cost as costing
-from kadapt_operator.api import AdaptationJob
-from kadapt_operator.metrics import METRICS, OperatorMetrics
+from kadapt_operator.api import AdaptationJob, AdaptationJobStatus
+from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime import events
 from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime.apply import controller_uid
 from kadapt_operator.runtime.kube import ADAPTATION_JOBS, KubeClient
 from kadapt_operator.runtime.options import RuntimeOptions
+from kadapt_operator.runtime.stored import StoredMeta, meta_of, status_of, status_patch
 from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import SpecInvalid, validate_object
 
@@ -42,13 +43,6 @@ Key = tuple[str, str]
 def utcnow() -> datetime:
     """The operator's clock (UTC): read once per reconcile, into its context."""
     return datetime.now(tz=UTC)
-
-
-def _rv(body: Mapping[str, Any] | None) -> int:
-    try:
-        return int((body or {}).get("metadata", {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 def _spec_object(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,7 +64,7 @@ class Runtime:
 
     settings: OperatorSettings
     options: RuntimeOptions
-    metrics: OperatorMetrics = field(default_factory=lambda: METRICS)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     client: KubeClient | None = None
     http: aiohttp.ClientSession | None = None
     indices: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +72,8 @@ class Runtime:
     #: The last object this process wrote per job: newer than the index until the watch catches up.
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     ticker: asyncio.Task[None] | None = None
+    #: Reconciles completed per job and trigger: what tests wait on before asserting that nothing changed.
+    handled: Counter[tuple[Key, str]] = field(default_factory=Counter)
     #: Validated specs by (uid, generation): a pure function's results, so ticks stay cheap.
     parsed: OrderedDict[tuple[str, int], AdaptationJob | SpecInvalid] = field(default_factory=OrderedDict)
 
@@ -112,7 +108,8 @@ class Runtime:
         stored = self.indexed(AJ_INDEX, key)
         body = stored[0] if stored else None
         mine = self.written.get(key)
-        if mine is not None and (body is None or _rv(mine) > _rv(body)):
+        newer = body is None or meta_of(mine).resource_version_number > meta_of(body).resource_version_number
+        if mine is not None and newer:
             if body is None:
                 return None  # deleted (or not seen yet): never act on a stale copy
             return mine
@@ -125,14 +122,14 @@ class Runtime:
         index = self.indices.get(AJ_INDEX)
         if index is None:
             return 0.0
-        bodies = [body for key in list(index.keys()) if key[0] == namespace for body in index[key]]
-        return costing.namespace_spent(bodies, namespace)
+        return sum(
+            status_of(body).cost.cost_so_far for key in list(index.keys()) if key[0] == namespace for body in index[key]
+        )
 
     def batch_job(self, key: Key, owner_uid: str | None) -> dict[str, Any] | None:
         """The batch/v1 Job owned by this AdaptationJob, if it exists."""
         for job in self.indexed(JOB_INDEX, key):
-            refs = job.get("metadata", {}).get("ownerReferences") or []
-            if any(r.get("uid") == owner_uid for r in refs):
+            if owner_uid is not None and controller_uid(job) == owner_uid:
                 return job
         return None
 
@@ -140,20 +137,19 @@ class Runtime:
         """Every pod labelled with this job's name (all incarnations)."""
         return self.indexed(POD_INDEX, key)
 
-    async def write(self, key: Key, body: Mapping[str, Any], new_status: Mapping[str, Any]) -> dict[str, Any]:
-        """Patch the status keys that changed; post an Event per condition transition."""
-        old = body.get("status") or {}
-        patch = st.status_patch(old, new_status)
-        if not patch:
-            return dict(body)
+    async def write_status(
+        self, key: Key, meta: StoredMeta, old: AdaptationJobStatus, new: AdaptationJobStatus
+    ) -> None:
+        """Patch what changed from ``old`` to ``new`` (nothing when nothing did); an Event per transition."""
+        patch = status_patch(old, new)
+        if patch is None:
+            return
         result = await self.api().patch(ADAPTATION_JOBS, key[0], key[1], {"status": patch}, subresource="status")
         self.written[key] = result
         if "conditions" in patch:
-            events.post_transitions(body, st.transitions(old, patch["conditions"]))
-        phase = patch.get("phase")
-        if phase:
-            self.metrics.set_job_phase(key[0], key[1], phase)
-        return result
+            events.post_transitions(meta, st.transitions(old.conditions, new.conditions))
+        if new.phase and new.phase != old.phase:
+            self.metrics.set_job_phase(key[0], key[1], new.phase)
 
     async def annotate(self, key: Key, annotations: Mapping[str, str | None]) -> dict[str, Any]:
         """Merge-patch kadapt's bookkeeping annotations on the AdaptationJob."""
@@ -169,8 +165,8 @@ class Runtime:
         Raises:
             SpecInvalid: naming every field that is wrong.
         """
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        meta = meta_of(body)
+        key = (str(meta.uid), meta.generation or 0)
         cached = self.parsed.get(key)
         if cached is None:
             try:
@@ -183,6 +179,10 @@ class Runtime:
         if isinstance(cached, SpecInvalid):
             raise cached
         return cached
+
+    def handled_count(self, key: Key, trigger: str | None = None) -> int:
+        """How many reconciles of ``key`` (of one trigger, or all) have completed."""
+        return sum(n for (k, t), n in list(self.handled.items()) if k == key and trigger in (None, t))
 
     def forget(self, key: Key) -> None:
         """Drop a deleted job's metrics series and per-job memory."""
