@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.harness import checks
-from tests.harness.emulator import AJOBS, JOBS, Cluster, OperatorHandle, job_manifest
+from tests.harness.emulator import AJOBS, JOBS, Cluster, OperatorHandle, complete_job_status, job_manifest
 
 NS = "team-b"
 
@@ -20,3 +20,21 @@ def test_a_job_deleted_underneath_a_running_job_is_created_again(cluster: Cluste
     )
     assert again["spec"]["suspend"] is False
     assert checks.creations(cluster, JOBS, NS, "orphaned") == 2
+
+
+def _cond(cluster: Cluster, name: str, kind: str) -> tuple[str, str] | None:
+    c = checks.condition(cluster, name, NS, kind)
+    return (c["status"], c["reason"]) if c else None
+
+
+def test_kstatus_conditions_follow_the_job_to_ready(cluster: Cluster, operator: OperatorHandle) -> None:
+    """`kubectl wait --for=condition=Ready` and Flux's kstatus health checks read these."""
+    cluster.create(AJOBS, job_manifest("waitable", NS))
+    cluster.wait_for(lambda: (_cond(cluster, "waitable", "Reconciling") or ("",))[0] == "True", message="Reconciling")
+    assert (_cond(cluster, "waitable", "Ready") or ("",))[0] == "False"
+    assert (_cond(cluster, "waitable", "Stalled") or ("",))[0] == "False"
+    checks.start_gang(cluster, "waitable", NS)
+    cluster.set_status(JOBS, NS, "waitable", complete_job_status(2))
+    cluster.wait_for(lambda: _cond(cluster, "waitable", "Ready") == ("True", "Succeeded"), message="Ready=True")
+    assert (_cond(cluster, "waitable", "Reconciling") or ("",))[0] == "False"
+    assert (_cond(cluster, "waitable", "Stalled") or ("",))[0] == "False"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kadapt_operator import cost as costing
 from kadapt_operator.api import Condition
 from kadapt_operator.runtime import status as st
 
@@ -66,3 +67,19 @@ def readiness(phase: str | None, conditions: Sequence[Condition]) -> tuple[st.Co
     detail = by_type.get(st.QUEUED) if phase == st.QUEUED else running
     message = detail.message if detail is not None and detail.message else f"phase {phase}"
     return three(False, True, False, phase, message)
+
+
+def gpu_type_condition(prices: costing.PriceTable, gpu_type: str) -> st.CondUpdate | None:
+    """``GPUTypeKnown=False`` (a Warning Event) for a GPU type missing from the price table.
+
+    Such a job is priced at the table's ``default`` and counted as ``other`` in the fleet
+    metrics; the condition says so and names the fix, instead of pricing it silently.
+    """
+    if costing.is_priced(prices, gpu_type):
+        return None
+    return st.CondUpdate(
+        costing.CONDITION_GPU_TYPE_KNOWN,
+        st.FALSE,
+        costing.REASON_UNKNOWN_GPU_TYPE,
+        costing.unknown_gpu_type_message(prices, gpu_type),
+    )
