@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from tests.harness import checks
-from tests.harness.emulator import AJOBS, JOBS, Cluster, OperatorHandle, complete_job_status, job_manifest
+from tests.harness.emulator import (
+    AJOBS,
+    JOBS,
+    PODS,
+    Cluster,
+    OperatorHandle,
+    complete_job_status,
+    job_manifest,
+    waiting_status,
+)
 
 NS = "team-b"
 
@@ -38,3 +47,27 @@ def test_kstatus_conditions_follow_the_job_to_ready(cluster: Cluster, operator: 
     cluster.wait_for(lambda: _cond(cluster, "waitable", "Ready") == ("True", "Succeeded"), message="Ready=True")
     assert (_cond(cluster, "waitable", "Reconciling") or ("",))[0] == "False"
     assert (_cond(cluster, "waitable", "Stalled") or ("",))[0] == "False"
+
+
+def test_a_missing_secret_is_named_in_a_condition_an_event_and_stalled(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    cluster.create(AJOBS, job_manifest("no-secret", NS))
+    job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "no-secret"), message="the Job")
+    for index in range(2):
+        pod = cluster.make_pod(job, index)
+        missing = waiting_status("CreateContainerConfigError", 'secret "hf-token" not found')
+        cluster.set_status(PODS, NS, pod["metadata"]["name"], missing)
+    running = cluster.wait_for(
+        lambda: (c := checks.condition(cluster, "no-secret", NS, "Running")) and c["reason"] != "PodsStarting" and c,
+        message="Running condition with the cause",
+    )
+    assert running["reason"] == "CreateContainerConfigError"
+    assert 'secret "hf-token" not found' in running["message"]
+    event = cluster.wait_for(
+        lambda: next((e for e in checks.events_for(cluster, "no-secret", NS)
+                      if e.get("reason") == "CreateContainerConfigError"), None),
+        message="Warning Event",
+    )
+    assert event["type"] == "Warning"
+    assert _cond(cluster, "no-secret", "Stalled") == ("True", "CreateContainerConfigError")

@@ -25,6 +25,7 @@ WARNING_REASONS = frozenset(
         Reason.INVALID_SPEC,
         Reason.CHILD_CONFLICT,
         Reason.IMAGE_PULL_ERROR,
+        Reason.CREATE_CONTAINER_CONFIG_ERROR,
         Reason.UNSCHEDULABLE,
         Reason.BUDGET_EXCEEDED,
         Reason.WORKER_FAILED,

@@ -44,6 +44,7 @@ class Reason(StrEnum):
     PODS_STARTING = "PodsStarting"
     PODS_RUNNING = "PodsRunning"
     IMAGE_PULL_ERROR = "ImagePullError"
+    CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     UNSCHEDULABLE = "Unschedulable"
     SUSPENDED_BY_USER = "SuspendedByUser"
     BUDGET_EXCEEDED = "BudgetExceeded"
@@ -64,6 +65,9 @@ class Reason(StrEnum):
 
 #: Container waiting reasons that mean the image will not start without a user's fix.
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+#: Container waiting reasons for a container the kubelet cannot even create: a Secret or
+#: ConfigMap (or one of their keys) that the pod references is missing.
+CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 #: Pod condition the control plane sets before it evicts or preempts a pod.
 DISRUPTION_CONDITION = "DisruptionTarget"
 #: The completion-index annotation/label of Indexed Jobs.
@@ -352,6 +356,12 @@ def observe(
         return Observation(
             RESTARTING, (CondUpdate(RUNNING, FALSE, Reason.WORKER_FAILED, msg),), Verdict.WORKER_FAILED, msg
         )
+    broken = [p for p in mine if p.waiting_reason in CONFIG_ERROR_REASONS]
+    if broken:
+        p = broken[0]
+        msg = (f"pod {p.name}: {p.waiting_reason}: {p.waiting_message}; create the Secret or ConfigMap it names "
+               "in the job's namespace (spec.model.secretRef, image pull secrets)").replace(": ;", ";")
+        return Observation(CREATED, (CondUpdate(RUNNING, FALSE, Reason.CREATE_CONTAINER_CONFIG_ERROR, msg),))
     pulls = [p for p in mine if p.waiting_reason in IMAGE_PULL_REASONS]
     if pulls:
         p = pulls[0]
