@@ -204,7 +204,7 @@ CLIENT_VERBS = {"get": "get", "patch": "patch", "delete": "delete"}
 def operator_calls() -> dict[Triple, str]:
     """(group, resource, verb) the operator's code asks for -> where, found by reading the code."""
     from kadapt_operator.render import Rendered as RenderedJob
-    from kadapt_operator.runtime import kube
+    from kadapt_operator.runtime import client as kube
 
     kinds_of_render = {"ConfigMap", "Service", "Job"}
     assert {f for f in RenderedJob.__dataclass_fields__ if f in ("config_map", "service", "job")}

@@ -15,7 +15,7 @@ from kadapt_operator.api import AdaptationJobStatus, Condition, Parameters, Reso
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime import stored
 from kadapt_operator.runtime.apply import mutable_patch
-from kadapt_operator.runtime.login import connection_from_kubeconfig
+from kadapt_operator.runtime.login import client_configuration, connection_info
 from kadapt_operator.runtime.options import FINALIZER, RuntimeOptions, configure
 from kadapt_operator.runtime.progress import progress_status, rank0
 from kadapt_trainer.config import ProgressReport
@@ -206,11 +206,12 @@ def test_kubeconfig_login_reads_the_current_context(tmp_path: Path) -> None:
         "clusters: [{name: k, cluster: {server: 'https://k:6443', insecure-skip-tls-verify: true}}]\n"
         "users: [{name: u, user: {token: abc}}]\n"
     )
-    info = connection_from_kubeconfig(path)
-    assert (info.server, info.token, info.insecure, info.default_namespace) == ("https://k:6443", "abc", True, "ns")
+    options = RuntimeOptions(namespaces=("ns",), kubeconfig=path)
+    info = connection_info(client_configuration(options))
+    assert (info.server, info.token, info.scheme, info.insecure) == ("https://k:6443", "abc", "Bearer", True)
     path.write_text("clusters: []\n")
-    with pytest.raises(kopf.LoginError, match="no current-context"):
-        connection_from_kubeconfig(path)
+    with pytest.raises(kopf.LoginError, match=f"kubeconfig {path}"):
+        client_configuration(options)
 
 
 def test_cli_registers_operator_and_rejects_bad_scope() -> None:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from kadapt_operator.labels import LABEL_JOB_NAME
-from kadapt_operator.runtime.kube import ApiError, KubeClient, kind_of
+from kadapt_operator.runtime.client import ApiError, KubeClient, kind_of
 
 
 class Outcome(StrEnum):

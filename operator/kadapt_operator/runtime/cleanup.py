@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 
 from kadapt_operator import labels
-from kadapt_operator.runtime.kube import CONFIG_MAPS, JOBS, SERVICES
+from kadapt_operator.runtime.client import CONFIG_MAPS, JOBS, SERVICES
 from kadapt_operator.runtime.options import PREFIX
 from kadapt_operator.runtime.world import Key, Runtime
 

@@ -25,9 +25,9 @@ from kadapt_operator.api import MUTABLE_SPEC_FIELDS, PLURAL
 from kadapt_operator.labels import LABEL_JOB_NAME
 from kadapt_operator.runtime import events
 from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime.client import ApiError, KubeClient
 from kadapt_operator.runtime.decide import Trigger
-from kadapt_operator.runtime.kube import ApiError, KubeClient
-from kadapt_operator.runtime.login import login
+from kadapt_operator.runtime.login import client_configuration, connection_info
 from kadapt_operator.runtime.reconcile import reconcile, tick_forever
 from kadapt_operator.runtime.stored import meta_of
 from kadapt_operator.runtime.world import AJ_INDEX, DEFAULT_NAMESPACE, JOB_INDEX, POD_INDEX, Key, Runtime
@@ -74,13 +74,13 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     selector = {LABEL_JOB_NAME: kopf.PRESENT}
 
     @kopf.on.login(registry=registry)
-    async def login_handler(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info = await asyncio.to_thread(login, rt.options, **kwargs)
-        if info is not None:
-            old, rt.client = rt.client, KubeClient(info)
-            if old is not None:
-                await old.close()
-        return info
+    async def login_handler(**_: Any) -> kopf.ConnectionInfo:
+        """One login for kopf and for kadapt's client: the kubernetes client's configuration."""
+        configuration = await asyncio.to_thread(client_configuration, rt.options)
+        old, rt.client = rt.client, KubeClient(configuration)
+        if old is not None:
+            await old.close()
+        return connection_info(configuration)
 
     @kopf.on.startup(registry=registry)
     async def startup(**kwargs: Any) -> None:

@@ -1,60 +1,65 @@
-"""Credentials for the API server, for kopf and for kadapt's own client."""
+"""Credentials for the API server, from the official ``kubernetes`` client, for kopf and for kadapt.
+
+The client's config loaders do the work: in-cluster service account, or a kubeconfig (an
+explicit ``--kubeconfig``, else ``$KUBECONFIG`` / ``~/.kube/config``) with everything the
+client supports there (exec and OIDC credential plugins, client certificates, proxies).
+The one resulting ``Configuration`` feeds both kopf (as its ``ConnectionInfo``, the way
+kopf's own ``login_via_client`` reads it) and kadapt's writes
+(:class:`kadapt_operator.runtime.client.KubeClient`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import kopf
-import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from kadapt_operator.runtime.options import RuntimeOptions
 
 
-def connection_from_kubeconfig(path: Path) -> kopf.ConnectionInfo:
-    """Credentials from an explicit kubeconfig file (its current context).
+def client_configuration(options: RuntimeOptions) -> k8s.Configuration:
+    """The client configuration for this operator: explicit kubeconfig, else in-cluster, else kubeconfig.
 
     Raises:
-        kopf.LoginError: when the file lacks the current context, its cluster or its server.
+        kopf.LoginError: naming what was tried and how to fix it.
     """
-    try:
-        config: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise kopf.LoginError(f"kubeconfig {path}: cannot be read: {exc}") from None
-    by_name = {
-        kind: {i["name"]: i.get(kind[:-1], {}) for i in config.get(kind) or []}
-        for kind in ("clusters", "users", "contexts")
-    }
-    ctx_name = config.get("current-context")
-    ctx = by_name["contexts"].get(ctx_name) if ctx_name else None
-    if not ctx:
-        raise kopf.LoginError(f"kubeconfig {path}: no current-context; set one with kubectl config use-context")
-    cluster = by_name["clusters"].get(ctx.get("cluster"), {})
-    user = by_name["users"].get(ctx.get("user"), {})
-    if not cluster.get("server"):
-        raise kopf.LoginError(f"kubeconfig {path}: cluster {ctx.get('cluster')!r} has no server")
-    return kopf.ConnectionInfo(
-        server=cluster["server"],
-        ca_path=cluster.get("certificate-authority"),
-        ca_data=cluster.get("certificate-authority-data"),
-        insecure=cluster.get("insecure-skip-tls-verify"),
-        token=user.get("token"),
-        scheme="Bearer" if user.get("token") else None,
-        username=user.get("username"),
-        password=user.get("password"),
-        certificate_path=user.get("client-certificate"),
-        certificate_data=user.get("client-certificate-data"),
-        private_key_path=user.get("client-key"),
-        private_key_data=user.get("client-key-data"),
-        default_namespace=ctx.get("namespace"),
-    )
-
-
-def login(options: RuntimeOptions, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    """An explicit kubeconfig wins; else in-cluster service account; else kopf's usual sources."""
+    cfg = k8s.Configuration()
     if options.kubeconfig is not None:
-        return connection_from_kubeconfig(options.kubeconfig)
-    info = kopf.login_with_service_account(**kwargs)
-    if info is None:
-        info = kopf.login_via_client(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    return info
+        try:
+            k8s_config.load_kube_config(config_file=str(options.kubeconfig), client_configuration=cfg)
+        except (k8s_config.ConfigException, OSError, ValueError) as exc:
+            raise kopf.LoginError(
+                f"kubeconfig {options.kubeconfig}: {exc}; check the file (kubectl config view) "
+                "or choose a context with kubectl config use-context"
+            ) from None
+        return cfg
+    try:
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    except k8s_config.ConfigException:
+        try:
+            k8s_config.load_kube_config(client_configuration=cfg)
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise kopf.LoginError(
+                f"no credentials: not in a cluster (no service account) and no usable kubeconfig ({exc}); "
+                "pass --kubeconfig PATH or set KUBECONFIG"
+            ) from None
+    return cfg
+
+
+def connection_info(cfg: k8s.Configuration, default_namespace: str | None = None) -> kopf.ConnectionInfo:
+    """kopf's credentials from the client's configuration (host, CA, token or basic auth, client cert)."""
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        default_namespace=default_namespace,
+    )

@@ -43,9 +43,9 @@ from kadapt_operator.render import render
 from kadapt_operator.runtime import cleanup, decide, progress, queueing, readiness
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all
+from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
 from kadapt_operator.runtime.context import ReconcileContext
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
-from kadapt_operator.runtime.kube import ADAPTATION_JOBS, JOBS, ApiError
 from kadapt_operator.runtime.options import PREFIX
 from kadapt_operator.runtime.stored import StoredMeta, meta_of, run_policy_of, status_of
 from kadapt_operator.runtime.world import JOB_INDEX, Key, Runtime, utcnow

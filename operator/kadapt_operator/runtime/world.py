@@ -23,7 +23,7 @@ from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime import events
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import controller_uid
-from kadapt_operator.runtime.kube import ADAPTATION_JOBS, KubeClient
+from kadapt_operator.runtime.client import ADAPTATION_JOBS, KubeClient
 from kadapt_operator.runtime.options import RuntimeOptions
 from kadapt_operator.runtime.stored import StoredMeta, meta_of, status_of, status_patch
 from kadapt_operator.settings import OperatorSettings
