@@ -246,12 +246,9 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         ctx.phase = st.PENDING
         await write_status_and_events(rt, ctx)
         raise kopf.TemporaryError(str(exc), delay=60) from None
-    if ctx.batch is not None:
-        if ctx.created_now or not st.is_true(ctx.old, st.CREATED):
-            msg = f"created ConfigMap, Service and Job {st.job_view(ctx.batch).name}"
-            ctx.updates.append(st.CondUpdate(st.CREATED, st.TRUE, st.Reason.CHILDREN_CREATED, msg))
-        if ctx.old.start_time is None:
-            ctx.status.start_time = st.kube_time(ctx.now)
+    if ctx.batch is not None and (ctx.created_now or not st.is_true(ctx.old, st.CREATED)):
+        msg = f"created ConfigMap, Service and Job {st.job_view(ctx.batch).name}"
+        ctx.updates.append(st.CondUpdate(st.CREATED, st.TRUE, st.Reason.CHILDREN_CREATED, msg))
 
 
 # -- 5. observe pods ---------------------------------------------------------------------------
@@ -284,6 +281,11 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
         rt.metrics.record_restart(ctx.namespace, RESTART_DISRUPTION)
     ctx.observation = obs
     ctx.phase = obs.phase
+    if ctx.old.start_time is None and ctx.phase == st.RUNNING:
+        # activeDeadlineSeconds counts from the first running pod, not from creation: waiting in a
+        # queue, for a node or for an image pull does not use it up.
+        starts = [p.started_at for p in st.current_pods(ctx.views, ctx.job_view) if p.started_at is not None]
+        ctx.status.start_time = st.kube_time(min(starts) if starts else ctx.now)
     ctx.updates.extend(obs.conditions)
 
 
