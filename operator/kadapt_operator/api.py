@@ -131,6 +131,23 @@ class AdaptationJobSpec(SpecModel):
         return self
 
 
+# -- the status vocabulary (the cross-team contract): condition types and phases -------------
+CREATED = "Created"
+RUNNING = "Running"
+SUSPENDED = "Suspended"
+RESTARTING = "Restarting"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+BUDGET_EXCEEDED = "BudgetExceeded"
+#: Kueue holds the Job suspended (waiting for admission, or preempted).
+QUEUED = "Queued"
+CONDITION_TYPES = (CREATED, QUEUED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED)
+PENDING = "Pending"
+#: Every ``status.phase``, in the order of a job's life (the jobs-by-phase metric reports each).
+PHASES = (PENDING, QUEUED, CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED)
+TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
+
+
 class StatusModel(BaseModel):
     """Status objects: camelCase, tolerant of fields a newer operator wrote."""
 

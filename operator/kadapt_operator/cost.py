@@ -29,15 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-#: Extended resource name of NVIDIA GPUs in pod specs.
-GPU_RESOURCE = "nvidia.com/gpu"
+from kadapt_operator.k8s import TRAINER_CONTAINER, as_utc, format_time, parse_time, pod_gpus
+
 #: Key of the fallback price in the operator's price table.
 DEFAULT_PRICE_KEY = "default"
-#: Name of the trainer container in rendered pods (its start and end bound the running time).
-TRAINER_CONTAINER = "trainer"
 SECONDS_PER_HOUR = 3600.0
 
 #: Condition type set when a budget stops a job (one of the contract's condition types).
@@ -51,29 +49,6 @@ REASON_WITHIN_BUDGET = "WithinBudget"
 #: Keys under ``status.cost`` that this module owns.
 STATUS_GPU_SECONDS = "gpuSeconds"
 STATUS_ACCOUNTED_UNTIL = "accountedUntil"
-
-
-def _utc(ts: datetime) -> datetime:
-    """Naive datetimes are read as UTC; aware ones are converted to it."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def parse_time(value: str | datetime | None) -> datetime | None:
-    """An RFC 3339 timestamp as Kubernetes writes it (``2026-01-02T03:04:05Z``), or None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return _utc(value)
-    return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-
-
-def format_time(ts: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix; microseconds kept only when present."""
-    ts = _utc(ts)
-    text = ts.strftime("%Y-%m-%dT%H:%M:%S")
-    if ts.microsecond:
-        text += f".{ts.microsecond:06d}"
-    return text + "Z"
 
 
 @dataclass(frozen=True)
@@ -97,24 +72,6 @@ class PodInterval:
     def running(self) -> bool:
         """Started and not yet finished."""
         return self.started_at is not None and self.finished_at is None
-
-
-def _quantity_int(value: Any) -> int:
-    """A GPU count from a resource quantity ("1", 2); extended resources are whole numbers."""
-    if value is None:
-        return 0
-    return int(float(str(value)))
-
-
-def pod_gpus(pod: Mapping[str, Any]) -> int:
-    """GPUs a pod requests: the sum over containers of ``nvidia.com/gpu`` (limits, else requests)."""
-    total = 0
-    for container in pod.get("spec", {}).get("containers", []) or []:
-        resources = container.get("resources", {}) or {}
-        limits = resources.get("limits", {}) or {}
-        requests = resources.get("requests", {}) or {}
-        total += _quantity_int(limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE)))
-    return total
 
 
 def pod_interval(pod: Mapping[str, Any], *, container: str = TRAINER_CONTAINER) -> PodInterval | None:
@@ -269,7 +226,7 @@ def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Ac
         pods: every pod of the job that still exists (pending ones included or not).
         now: the sampling time (operator clock, UTC).
     """
-    now = _utc(now)
+    now = as_utc(now)
     marks: dict[str, datetime] = dict(ledger.accounted_until)
     added = 0.0
     corrected = 0.0
@@ -278,19 +235,19 @@ def accrue(ledger: CostLedger, pods: Iterable[PodInterval], now: datetime) -> Ac
         seen.add(pod.key)
         if pod.started_at is None:
             continue
-        start = _utc(pod.started_at)
+        start = as_utc(pod.started_at)
         if pod.key in ledger.unreadable and pod.key not in marks:
             # Repair an unreadable mark: what ran up to now counts as counted (see from_status).
-            marks[pod.key] = max(min(_utc(pod.finished_at), now) if pod.finished_at is not None else now, start)
+            marks[pod.key] = max(min(as_utc(pod.finished_at), now) if pod.finished_at is not None else now, start)
             continue
         mark = marks.get(pod.key)
         if pod.finished_at is not None and mark is not None:
-            finished = max(_utc(pod.finished_at), start)
+            finished = max(as_utc(pod.finished_at), start)
             if finished < mark:
                 corrected -= (mark - finished).total_seconds() * pod.gpus
                 marks[pod.key] = finished
                 continue
-        end = _utc(pod.finished_at) if pod.finished_at is not None else now
+        end = as_utc(pod.finished_at) if pod.finished_at is not None else now
         end = min(end, now)
         begin = max(start, mark) if mark is not None else start
         if end > begin:

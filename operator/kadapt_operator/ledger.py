@@ -35,7 +35,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kadapt_operator.cost import REASON_NAMESPACE_BUDGET, REASON_WITHIN_BUDGET, BudgetDecision, format_time
+from kadapt_operator.cost import REASON_NAMESPACE_BUDGET, REASON_WITHIN_BUDGET, BudgetDecision
+from kadapt_operator.k8s import format_time
 from kadapt_operator.settings import BudgetPeriod
 
 #: Prefix of the ledger ConfigMaps' names (``kadapt-spend-<namespace>``).

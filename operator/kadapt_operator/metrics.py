@@ -30,11 +30,9 @@ from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric
 
 from kadapt_operator import __version__
-from kadapt_operator.api import AdaptationJobStatus
+from kadapt_operator.api import PHASES, AdaptationJobStatus
 from kadapt_trainer.config import BudgetSpec
 
-#: Phases of an AdaptationJob (the contract's list); jobs-by-phase reports all of them.
-PHASES = ("Pending", "Created", "Running", "Suspended", "Restarting", "Succeeded", "Failed")
 #: Completion results (label ``result``).
 RESULT_SUCCEEDED = "succeeded"
 RESULT_FAILED = "failed"

@@ -17,6 +17,7 @@ import yaml
 
 from kadapt_operator import labels
 from kadapt_operator.api import AdaptationJob
+from kadapt_operator.k8s import COMPLETION_INDEX, DISRUPTION_TARGET, GPU_RESOURCE, TRAINER_CONTAINER
 from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import SpecError, SpecInvalid, locations
 from kadapt_trainer.config import (
@@ -32,7 +33,7 @@ from kadapt_trainer.config import (
 )
 
 #: The trainer container of every worker pod.
-CONTAINER_NAME = "trainer"
+CONTAINER_NAME = TRAINER_CONTAINER
 #: Where the trainer writes its one-line cause (Kubernetes' default path, set explicitly; the
 #: trainer's ``kadapt_trainer.errors.TERMINATION_LOG`` is the same).
 TERMINATION_LOG = "/dev/termination-log"
@@ -41,13 +42,8 @@ METRICS_PORT_NAME = "metrics"
 #: torch.distributed rendezvous (TCPStore on pod 0).
 RENDEZVOUS_PORT = 29500
 RENDEZVOUS_PORT_NAME = "rendezvous"
-#: The completion index the Job controller writes on each pod, and the env var it becomes.
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+#: The env var the completion index (:data:`kadapt_operator.k8s.COMPLETION_INDEX`) becomes.
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
-#: Pod condition the API server sets on preempted/evicted/drained pods.
-DISRUPTION_CONDITION = "DisruptionTarget"
-#: Kubernetes' GPU extended resource.
-GPU_RESOURCE = "nvidia.com/gpu"
 #: Key of the Hugging Face token in ``spec.model.secretRef``.
 HF_TOKEN_KEY = "HF_TOKEN"
 
@@ -240,7 +236,7 @@ def _env(job: AdaptationJob) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {
             "name": COMPLETION_INDEX_ENV,
-            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
         },
         {"name": PVC_ROOT_ENV, "value": PVC_MOUNT_ROOT},
         {"name": "HOME", "value": TMP_PATH},
@@ -355,7 +351,7 @@ def pod_failure_policy() -> dict[str, Any]:
     """
     return {
         "rules": [
-            {"action": "Ignore", "onPodConditions": [{"type": DISRUPTION_CONDITION, "status": "True"}]},
+            {"action": "Ignore", "onPodConditions": [{"type": DISRUPTION_TARGET, "status": "True"}]},
             {
                 "action": "Ignore",
                 "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_STOPPED]},

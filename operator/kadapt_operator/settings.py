@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from kadapt_operator import __version__
+from kadapt_operator.cost import price_for
 from kadapt_trainer.config import DEFAULT_PROGRESS_PORT
 
 #: Where the Helm chart mounts the settings file.
@@ -123,7 +124,7 @@ class OperatorSettings(BaseModel):
 
     def price_for(self, gpu_type: str) -> float:
         """Price per GPU-hour of ``gpu_type``, falling back to the 'default' entry."""
-        return self.gpu_prices.get(gpu_type, self.gpu_prices[DEFAULT_GPU_TYPE])
+        return price_for(self.gpu_prices, gpu_type)
 
 
 def _field_keys() -> dict[str, str]:

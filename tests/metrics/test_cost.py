@@ -32,15 +32,13 @@ from kadapt_operator.cost import (
     cost_figures,
     cost_of,
     cost_so_far,
-    format_time,
     namespace_budget_decision,
     namespace_spent,
-    parse_time,
-    pod_gpus,
     pod_interval,
     price_for,
     projected_cost,
 )
+from kadapt_operator.k8s import format_time, parse_time, pod_gpus
 from kadapt_operator.settings import OperatorSettings
 from kadapt_trainer.config import BudgetSpec
 

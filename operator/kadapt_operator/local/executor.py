@@ -38,11 +38,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from kadapt_operator.k8s import COMPLETION_INDEX, container_gpus
 from kadapt_trainer.config import EXIT_STOPPED, PVC_ROOT_ENV
 from kadapt_trainer.errors import TERMINATION_LOG_ENV
 
-#: The annotation the Job controller sets on each pod of an Indexed Job.
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: Env var the trainer reads to serve ``/progress`` on another port than the rendered one.
 PROGRESS_PORT_ENV = "KADAPT_PROGRESS_PORT"
 #: Name of the Service port whose number becomes each pod's progress port.
@@ -172,12 +171,6 @@ def _containers(job: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str,
     if not containers:
         raise PodSpecUnsupported(f"Job {job.get('metadata', {}).get('name')!r} has no containers")
     return pod_spec, containers[0]
-
-
-def _gpus(container: Mapping[str, Any]) -> int:
-    res = container.get("resources") or {}
-    value = (res.get("limits") or {}).get("nvidia.com/gpu", (res.get("requests") or {}).get("nvidia.com/gpu", 0))
-    return int(float(str(value or 0)))
 
 
 def _mount_folders(
@@ -382,7 +375,7 @@ def plan_pods(
             "name": f"{job_name}-{index}",
             "namespace": namespace,
             "labels": dict(template_meta.get("labels") or {}),
-            "annotations": {**(template_meta.get("annotations") or {}), COMPLETION_INDEX_ANNOTATION: str(index)},
+            "annotations": {**(template_meta.get("annotations") or {}), COMPLETION_INDEX: str(index)},
         }
         env: dict[str, str] = dict(os.environ) if opts.inherit_env else {}
         env["HOSTNAME"] = f"{job_name}-{index}"
@@ -426,7 +419,7 @@ def plan_pods(
                 log_path=opts.logs_dir / f"{job_name}-{index}.log",
                 progress_port=progress_port,
                 grace_seconds=grace,
-                gpus=_gpus(container),
+                gpus=container_gpus(container),
                 termination_log=termination_log,
             )
         )

@@ -30,6 +30,7 @@ from typing import Any
 import kopf
 
 from kadapt_operator import cost as costing
+from kadapt_operator import k8s
 from kadapt_operator.api import AdaptationJob, AdaptationJobStatus, Cost, OutputStatus
 from kadapt_operator.metrics import (
     RESTART_DISRUPTION,
@@ -103,7 +104,7 @@ async def read_world(rt: Runtime, key: Key, trigger: Trigger) -> ReconcileContex
         status=status,
         batch=batch,
         handled_job_uid=handled,
-        restart_after=st.parse_time(meta.annotations.get(ANN_RESTART_AFTER)),
+        restart_after=k8s.parse_time(meta.annotations.get(ANN_RESTART_AFTER)),
         pods=pods,
         intervals=[p for p in (costing.pod_interval(d) for d in pods) if p is not None],
         price=costing.price_for(rt.settings, job.spec.resources.gpu_type),
@@ -157,7 +158,7 @@ def accrue(rt: Runtime, ctx: ReconcileContext, status: AdaptationJobStatus) -> C
         currency=rt.settings.currency,
         price_per_gpu_hour=figures.price_per_gpu_hour,
         gpu_type=spec.resources.gpu_type,
-        accounted_until={k: costing.format_time(v) for k, v in sorted(accrual.ledger.accounted_until.items())},
+        accounted_until={k: k8s.format_time(v) for k, v in sorted(accrual.ledger.accounted_until.items())},
     )
 
 
@@ -285,7 +286,7 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
         # activeDeadlineSeconds counts from the first running pod, not from creation: waiting in a
         # queue, for a node or for an image pull does not use it up.
         starts = [p.started_at for p in st.current_pods(ctx.views, ctx.job_view) if p.started_at is not None]
-        ctx.status.start_time = st.kube_time(min(starts) if starts else ctx.now)
+        ctx.status.start_time = k8s.kube_time(min(starts) if starts else ctx.now)
     ctx.updates.extend(obs.conditions)
 
 
@@ -301,13 +302,13 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
         restart_pending=ctx.restart_after is not None,
     )
     if outcome == Outcome.SUCCEEDED:
-        ctx.status.completion_time = st.kube_time(ctx.now)
+        ctx.status.completion_time = k8s.kube_time(ctx.now)
         ctx.status.output = OutputStatus(uri=ctx.job.spec.output.uri, metrics=ctx.old.output.metrics)
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
     elif outcome == Outcome.DEADLINE:
         ctx.phase = st.FAILED
         ctx.updates.extend(decide.deadline_conditions(deadline))
-        ctx.status.completion_time = st.kube_time(ctx.now)
+        ctx.status.completion_time = k8s.kube_time(ctx.now)
         if ctx.job_view is not None:
             await rt.api().delete(JOBS, ctx.namespace, ctx.job_view.name)
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
@@ -340,13 +341,13 @@ async def restart(rt: Runtime, ctx: ReconcileContext) -> str:
     )
     ctx.updates.extend(decide.restart_conditions(plan))
     if plan.give_up:
-        ctx.status.completion_time = st.kube_time(ctx.now)
+        ctx.status.completion_time = k8s.kube_time(ctx.now)
         await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid})
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
         return st.FAILED
     rt.metrics.record_restart(ctx.namespace, RESTART_FAILURE if plan.worker_failure else RESTART_DISRUPTION)
     when = ctx.now + timedelta(seconds=plan.delay_seconds)
-    await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid, ANN_RESTART_AFTER: st.format_time(when)})
+    await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid, ANN_RESTART_AFTER: k8s.format_time(when)})
     await rt.api().delete(JOBS, ctx.namespace, jview.name)
     ctx.status.restarts = plan.restarts
     ctx.status.disruptions = plan.disruptions
@@ -424,7 +425,7 @@ async def fail_invalid(
     new = old.model_copy(deep=True)
     new.phase = st.FAILED
     new.observed_generation = meta.generation
-    new.completion_time = old.completion_time or st.kube_time(now)
+    new.completion_time = old.completion_time or k8s.kube_time(now)
     new.conditions = st.set_conditions(old.conditions, [update], now=now, generation=meta.generation)
     await rt.write_status(key, meta, old, new)
     rt.metrics.record_completion(key[0], key[1], RESULT_FAILED)

@@ -8,28 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+# Condition types and phases (the cross-team contract) live with the status model in api.py.
+from kadapt_operator.api import BUDGET_EXCEEDED as BUDGET_EXCEEDED
+from kadapt_operator.api import CONDITION_TYPES as CONDITION_TYPES
+from kadapt_operator.api import CREATED as CREATED
+from kadapt_operator.api import FAILED as FAILED
+from kadapt_operator.api import PENDING as PENDING
+from kadapt_operator.api import PHASES as PHASES
+from kadapt_operator.api import QUEUED as QUEUED
+from kadapt_operator.api import RESTARTING as RESTARTING
+from kadapt_operator.api import RUNNING as RUNNING
+from kadapt_operator.api import SUCCEEDED as SUCCEEDED
+from kadapt_operator.api import SUSPENDED as SUSPENDED
+from kadapt_operator.api import TERMINAL_PHASES as TERMINAL_PHASES
 from kadapt_operator.api import AdaptationJobStatus, Condition
+from kadapt_operator.k8s import (
+    COMPLETION_INDEX,
+    CONTROLLER_UID,
+    DISRUPTION_TARGET,
+    TRAINER_CONTAINER,
+    kube_time,
+    parse_time,
+    pod_gpus,
+)
 from kadapt_trainer.config import EXIT_STOPPED
-
-# -- condition types and phases (the cross-team contract) -------------------------------
-CREATED = "Created"
-RUNNING = "Running"
-SUSPENDED = "Suspended"
-RESTARTING = "Restarting"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-BUDGET_EXCEEDED = "BudgetExceeded"
-#: Kueue holds the Job suspended (waiting for admission, or preempted).
-QUEUED = "Queued"
-CONDITION_TYPES = (CREATED, QUEUED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED)
-
-PENDING = "Pending"
-PHASES = (PENDING, QUEUED, CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED)
-TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
 
 TRUE, FALSE = "True", "False"
 
@@ -68,32 +74,9 @@ IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImag
 #: Container waiting reasons for a container the kubelet cannot even create: a Secret or
 #: ConfigMap (or one of their keys) that the pod references is missing.
 CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
-#: Pod condition the control plane sets before it evicts or preempts a pod.
-DISRUPTION_CONDITION = "DisruptionTarget"
-#: The completion-index annotation/label of Indexed Jobs.
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
-CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 #: Where a pod serves /progress when not on the operator's progress_port: set by runtimes that
 #: run several pods on one address (the local test kubelet); cluster pods never carry it.
 PROGRESS_PORT_ANNOTATION = "kadapt.dev/progress-port"
-TRAINER_CONTAINER = "trainer"
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (``Z`` or offset) as an aware datetime; None stays None."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, second precision (what Kubernetes writes)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def kube_time(value: datetime) -> datetime:
-    """``value`` in UTC at second precision, as Kubernetes stores timestamps."""
-    return value.astimezone(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -124,16 +107,6 @@ class PodView:
     def is_disruption(self) -> bool:
         """Stopped by the platform (preemption, eviction, drain), not by a bug."""
         return self.failed and (self.disrupted or self.exit_code == EXIT_STOPPED)
-
-
-def _gpus(pod: Mapping[str, Any]) -> int:
-    total = 0
-    for c in pod.get("spec", {}).get("containers") or []:
-        res = c.get("resources") or {}
-        value = (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get("nvidia.com/gpu")
-        if value is not None:
-            total += int(value)
-    return total
 
 
 def _port(value: Any) -> int | None:
@@ -176,7 +149,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     disrupted = False
     unschedulable = None
     for cond in status.get("conditions") or []:
-        if cond.get("type") == DISRUPTION_CONDITION and cond.get("status") == TRUE:
+        if cond.get("type") == DISRUPTION_TARGET and cond.get("status") == TRUE:
             disrupted = True
         if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
             unschedulable = cond.get("message") or "no node fits the pod"
@@ -198,7 +171,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         unschedulable_message=unschedulable,
         started_at=started,
         finished_at=finished,
-        gpus=_gpus(pod),
+        gpus=pod_gpus(pod),
         progress_port=_port(annotations.get(PROGRESS_PORT_ANNOTATION)),
     )
 

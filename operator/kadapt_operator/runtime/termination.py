@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from kadapt_operator.render import COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME
+from kadapt_operator.k8s import COMPLETION_INDEX, TRAINER_CONTAINER
 from kadapt_trainer.config import EXIT_BAD_INPUT, EXIT_STOPPED
 
 #: The trainer's own error line, found when the kubelet fell back to the log's tail.
@@ -87,7 +87,7 @@ def cause_of(message: str | None, exit_code: int, reason: str | None) -> str:
     return f"the trainer exited with code {exit_code}" + (f" ({reason})" if reason else "")
 
 
-def classify_pod(pod: Mapping[str, Any], container: str = CONTAINER_NAME) -> Termination | None:
+def classify_pod(pod: Mapping[str, Any], container: str = TRAINER_CONTAINER) -> Termination | None:
     """How this pod's trainer container ended; None while it has not terminated."""
     meta = pod.get("metadata") or {}
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
@@ -107,13 +107,13 @@ def classify_pod(pod: Mapping[str, Any], container: str = CONTAINER_NAME) -> Ter
         outcome = Outcome.BAD_INPUT
     else:
         outcome = Outcome.CRASHED
-    raw_index = (meta.get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
+    raw_index = (meta.get("annotations") or {}).get(COMPLETION_INDEX)
     index = int(raw_index) if isinstance(raw_index, str) and raw_index.isdigit() else None
     cause = "" if outcome == Outcome.SUCCEEDED else cause_of(terminated.get("message"), code, reason)
     return Termination(str(meta.get("name", "")), code, outcome, cause, reason, index)
 
 
-def permanent_failure(pods: Iterable[Mapping[str, Any]], container: str = CONTAINER_NAME) -> Termination | None:
+def permanent_failure(pods: Iterable[Mapping[str, Any]], container: str = TRAINER_CONTAINER) -> Termination | None:
     """The gang's first pod that failed for good (bad input), or None: then restarts may help."""
     found = [t for t in (classify_pod(p, container) for p in pods) if t is not None and t.permanent]
     if not found:
