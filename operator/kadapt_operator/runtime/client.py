@@ -150,6 +150,20 @@ class KubeClient:
             self._typed("patch", kind, subresource), name, namespace, patch, _content_type=MERGE_PATCH
         )
 
+    async def read_peering(self, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """kopf's peering object (``KopfPeering`` in ``namespace``, or the ``ClusterKopfPeering``).
+
+        Read by listing: the peering RBAC (kopf's own) grants list/watch/patch, not get.
+        """
+        group, version = "kopf.dev", "v1"
+        if namespace is None:
+            found = await self._call(self._custom.list_cluster_custom_object, group, version, "clusterkopfpeerings")
+        else:
+            found = await self._call(
+                self._custom.list_namespaced_custom_object, group, version, namespace, "kopfpeerings"
+            )
+        return next((i for i in found.get("items") or [] if (i.get("metadata") or {}).get("name") == name), None)
+
     async def delete(self, kind: Kind, namespace: str, name: str, propagation: str = "Background") -> bool:
         """Delete an object; False when it was already gone."""
         options = k8s.V1DeleteOptions(propagation_policy=propagation)

@@ -454,6 +454,8 @@ async def tick_forever(rt: Runtime) -> None:
 
     while True:
         await asyncio.sleep(rt.settings.poll_interval_seconds)
+        if not await rt.active():
+            continue  # a paused peer: the active replica does the periodic work and counts fleet cost
         keys = rt.keys()
         await asyncio.gather(*(one(k) for k in keys))
         if rt.indices:  # a safety net for deletions whose watch event was missed

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 
 import kopf
+from kopf._core.engines.peering import Identity as peering_identity  # kopf.operator's identity type
 
 from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime.handlers import build_registry
 from kadapt_operator.runtime.options import RuntimeOptions, configure
+from kadapt_operator.runtime.peering import own_identity
 from kadapt_operator.runtime.world import Runtime
 from kadapt_operator.settings import OperatorSettings
 
@@ -31,6 +33,7 @@ async def run_operator(
     """
     if runtime is None:
         runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics())
+    runtime.identity = runtime.identity or own_identity()
     registry = build_registry(runtime)
     kopf_settings = kopf.OperatorSettings()
     configure(kopf_settings, options)
@@ -46,4 +49,5 @@ async def run_operator(
         stop_flag=stop_flag,
         ready_flag=ready_flag,
         memo=kopf.Memo(),
+        identity=peering_identity(runtime.identity),
     )

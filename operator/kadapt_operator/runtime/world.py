@@ -9,6 +9,7 @@ in :mod:`kadapt_operator.runtime.reconcile` read the world through it and write 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,14 +21,16 @@ import kopf
 
 from kadapt_operator.api import AdaptationJob, AdaptationJobStatus
 from kadapt_operator.metrics import OperatorMetrics
-from kadapt_operator.runtime import events
+from kadapt_operator.runtime import events, peering
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import controller_uid
-from kadapt_operator.runtime.client import ADAPTATION_JOBS, KubeClient
+from kadapt_operator.runtime.client import ADAPTATION_JOBS, ApiError, KubeClient
 from kadapt_operator.runtime.options import RuntimeOptions
 from kadapt_operator.runtime.stored import StoredMeta, meta_of, status_of, status_patch
 from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import SpecInvalid, validate_object
+
+log = logging.getLogger("kadapt.operator")
 
 AJ_INDEX = "kadapt_jobs"
 JOB_INDEX = "kadapt_batch_jobs"
@@ -72,6 +75,8 @@ class Runtime:
     #: The last object this process wrote per job: newer than the index until the watch catches up.
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     ticker: asyncio.Task[None] | None = None
+    #: This replica's kopf peering identity (set at start-up, shared with kopf).
+    identity: str | None = None
     #: Reconciles completed per job and trigger: what tests wait on before asserting that nothing changed.
     handled: Counter[tuple[Key, str]] = field(default_factory=Counter)
     #: Validated specs by (uid, generation): a pure function's results, so ticks stay cheap.
@@ -86,6 +91,23 @@ class Runtime:
         if self.client is None:
             raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
         return self.client
+
+    async def active(self) -> bool:
+        """Whether this replica may do the periodic work: kopf's peering rule (always, standalone).
+
+        kopf pauses the handlers of a replica that is not the highest-priority live peer, but
+        not kadapt's own periodic task, which asks here before every round.
+        """
+        opts = self.options
+        if opts.standalone or not opts.peering_name or self.identity is None:
+            return True
+        scopes: list[str | None] = [None] if opts.clusterwide else list(opts.namespaces)
+        try:
+            found = [await self.api().read_peering(ns, opts.peering_name) for ns in scopes]
+        except (ApiError, kopf.TemporaryError) as exc:
+            log.warning("peering %s not readable (%s): skipping this round of periodic work", opts.peering_name, exc)
+            return False
+        return peering.active_everywhere(found, identity=self.identity, priority=opts.priority, now=utcnow())
 
     def lock(self, key: Key) -> asyncio.Lock:
         """The per-job lock: one reconcile of a job at a time."""
