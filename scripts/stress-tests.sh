@@ -112,9 +112,10 @@ for ((run = 1; run <= RUNS; run++)); do
   set -e
   wall=$(( $(date +%s) - t0 ))
   stop_load
-  result=$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$' "$log" | tail -n 1 | tr -d '=' | xargs || true)
+  # pytest's closing line, with or without its ===== frame (-q drops it)
+  result=$(grep -E '(passed|failed|error|no tests ran).* in [0-9.]+s' "$log" | tail -n 1 | tr -d '=' | xargs || true)
   [ -n "$result" ] || result="no pytest summary (see the log: ruff or mypy failed?)"
-  failed=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$result" | awk '{s += $1} END {print s + 0}')
+  failed=$( (grep -oE '[0-9]+ (failed|errors?)' <<<"$result" || true) | awk '{s += $1} END {print s + 0}')
   line="run $run ($label): wall ${wall} s, exit $rc, failures $failed: $result"
   echo "   $line"
   SUMMARY+=("$line")
