@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from kadapt_trainer.config import RESULT_FILE, ProgressReport
+from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLD_RELEASE_FILE_ENV
 from tests.harness import checks
 from tests.harness.emulator import AJOBS, TEST_SETTINGS, Cluster, OperatorHandle
 from tests.harness.kubelet import LocalKubelet
@@ -110,10 +111,29 @@ def job_doc(name: str, **kw: Any) -> dict[str, Any]:
     return doc
 
 
+def hold_pods(monkeypatch: pytest.MonkeyPatch, step: int, release: Path | None = None) -> None:
+    """Pods started from now on (they inherit this process's environment) hold after ``step``.
+
+    Every rank waits there until a stop signal (a suspension, a gang restart) or until
+    ``release`` appears, so each check below sees the state it waits for however fast this
+    machine trains, instead of racing the run to its end.
+    """
+    monkeypatch.setenv(HOLD_AFTER_STEP_ENV, str(step))
+    if release is not None:
+        monkeypatch.setenv(HOLD_RELEASE_FILE_ENV, str(release))
+
+
 def test_kubectl_apply_trains_with_live_status_then_succeeds(
-    cluster: Cluster, kubelet: LocalKubelet, operator: OperatorHandle, run_dir: Path, tmp_path: Path
+    cluster: Cluster,
+    kubelet: LocalKubelet,
+    operator: OperatorHandle,
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = "e2e-train"
+    release = tmp_path / "release"
+    hold_pods(monkeypatch, 3, release)
     apply(cluster, tmp_path, job_doc(name, epochs=8))
 
     # While it trains: Running, with progress from rank 0 and cost from the pods' running time.
@@ -124,12 +144,14 @@ def test_kubectl_apply_trains_with_live_status_then_succeeds(
 
     live = wait_status(cluster, name, running_with_progress, 180, "Running with progress")
     assert condition(live, "Running")["status"] == "True"
-    assert 0 < live["progress"]["step"] <= live["progress"]["totalSteps"]
+    assert live["progress"]["step"] > 0
     assert live["strategy"]["resolved"] == "full"
     assert live["parameters"]["trainable"] == live["parameters"]["total"] > 0
     assert live["cost"]["pricePerGPUHour"] == TEST_SETTINGS["gpu_prices"]["default"]
     assert live["cost"]["gpuSeconds"] > 0  # two pods x one GPU each, counted from their start times
+    assert live["progress"]["step"] < live["progress"]["totalSteps"]  # seen mid-run: held at step 3
 
+    release.touch()
     done = wait_status(cluster, name, finished, 240, "finished")
     assert done["phase"] == "Succeeded", json.dumps(done, indent=2)
     assert condition(done, "Succeeded")["status"] == "True"
@@ -148,9 +170,17 @@ def test_kubectl_apply_trains_with_live_status_then_succeeds(
 
 
 def test_killed_worker_counts_a_restart_and_resumes_from_the_checkpoint(
-    cluster: Cluster, kubelet: LocalKubelet, operator: OperatorHandle, run_dir: Path, tmp_path: Path
+    cluster: Cluster,
+    kubelet: LocalKubelet,
+    operator: OperatorHandle,
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = "e2e-restart"
+    # Held after the checkpoint of step 5 until the gang restart stops it: pod 1 is still
+    # training when it is killed. The second gang resumes past step 5 and does not hold.
+    hold_pods(monkeypatch, 5)
     apply(cluster, tmp_path, job_doc(name, epochs=8, checkpoint_every=5))
     checkpoint = run_dir / "pvc" / "models" / name / "checkpoints" / "latest"
     cluster.wait_for(
@@ -184,9 +214,17 @@ def test_killed_worker_counts_a_restart_and_resumes_from_the_checkpoint(
 
 
 def test_budget_suspends_with_a_checkpoint_and_raising_it_resumes(
-    cluster: Cluster, kubelet: LocalKubelet, operator: OperatorHandle, run_dir: Path, tmp_path: Path
+    cluster: Cluster,
+    kubelet: LocalKubelet,
+    operator: OperatorHandle,
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = "e2e-budget"
+    # Held after the checkpoint of step 5 until the suspension's SIGTERM: the budget stop lands
+    # mid-run. The resumed gang starts past step 5 and does not hold.
+    hold_pods(monkeypatch, 5)
     apply(cluster, tmp_path, job_doc(name, epochs=8, checkpoint_every=5, extra_spec={"budget": {"maxCost": 100}}))
     checkpoint = run_dir / "pvc" / "models" / name / "checkpoints" / "latest"
     wait_status(
