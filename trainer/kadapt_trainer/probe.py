@@ -239,6 +239,10 @@ def run_probe(
     from kadapt_trainer.features import extract_features
     from kadapt_trainer.strategies import find_head
 
+    if info.world_size > 1:  # ranks share their feature slices: the group must exist (idempotent)
+        from kadapt_trainer.engine import init_process_group
+
+        init_process_group()
     _, head = find_head(model, Task.SEQUENCE_CLASSIFICATION)
     model.to(device)
     start = time.perf_counter()
