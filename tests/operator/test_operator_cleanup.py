@@ -25,10 +25,12 @@ def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator:
     cluster.create(AJOBS, job_manifest("doomed", NS))
     checks.start_gang(cluster, "doomed", NS)
     cluster.wait_for(lambda: checks.status_of(cluster, "doomed", NS).get("phase") == "Running")
+
     def series() -> bool:
         return 'job_name="doomed"' in operator.metrics.render().decode()
 
     cluster.wait_for(series, message="per-job metrics series")
+    seen = operator.handled(NS, "doomed", trigger="children")
     cluster.delete(AJOBS, NS, "doomed")
     # No finalizer: the object is gone at once; the garbage collector follows the ownerReferences.
     assert cluster.get(AJOBS, NS, "doomed") is None
@@ -37,7 +39,8 @@ def test_deleting_the_job_takes_its_children_with_it(cluster: Cluster, operator:
     cluster.collect_garbage()  # pods were owned by the Job
     assert not [p for p in cluster.list(PODS, NS) if p["metadata"]["name"].startswith("doomed-")]
     cluster.wait_for(lambda: not series(), message="the job's metrics series removed")
-    # The operator does not bring anything back.
+    # The operator has seen the children go (reconciles of the deleted job) and brings nothing back.
+    cluster.wait_for(lambda: operator.handled(NS, "doomed", trigger="children") > seen, message="children events")
     cluster.create(AJOBS, job_manifest("bystander", NS))
     cluster.wait_for(lambda: cluster.get(JOBS, NS, "bystander"))
     assert cluster.get(JOBS, NS, "doomed") is None and checks.creations(cluster, JOBS, NS, "doomed") == 1
@@ -57,8 +60,10 @@ def test_ttl_after_finished_removes_the_children_even_across_an_operator_restart
         # The clock runs on while no operator is up; the next one reads completionTime from status.
         with cluster.operator():
             cluster.wait_for(
-                lambda: "kadapt.dev/children-removed" in (cluster.get(AJOBS, NS, "shortlived") or {}).get(
-                    "metadata", {}).get("annotations", {}),
+                lambda: (
+                    "kadapt.dev/children-removed"
+                    in (cluster.get(AJOBS, NS, "shortlived") or {}).get("metadata", {}).get("annotations", {})
+                ),
                 timeout=15,
                 message="TTL clean-up",
             )

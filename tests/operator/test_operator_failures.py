@@ -98,7 +98,8 @@ def test_restart_waits_for_the_backoff() -> None:
             )
         )
         after = parse_time(obj["metadata"]["annotations"]["kadapt.dev/restart-after"])
-        assert cluster.get(JOBS, NS, "slowback") is None  # the failed gang is stopped at once
+        # the failed gang is stopped at once (the same reconcile deletes the Job), then waits for the backoff
+        cluster.wait_for(lambda: cluster.get(JOBS, NS, "slowback") is None, message="failed gang stopped")
         new_incarnation(cluster, "slowback", uid)
         created = cluster.get(JOBS, NS, "slowback")
         assert created is not None and after is not None
@@ -149,8 +150,10 @@ def test_invalid_job_stored_past_admission_fails_with_the_field_and_others_still
         )
     )
     cluster.wait_for(lambda: cluster.get(JOBS, NS, "healthy"), message="the operator keeps serving")
-    # Fixing the spec is a spec change: it does not resurrect a Failed job (create a new one instead).
+    # Later reconciles (ticks) leave the Failed job as it is: no children, still Failed.
+    operator.wait_handled(NS, "broken", trigger="tick")
     assert status_of(cluster, "broken")["phase"] == "Failed"
+    assert cluster.get(JOBS, NS, "broken") is None
 
 
 def test_an_invalid_job_with_a_ttl_is_cleaned_up_too(cluster: Cluster, operator: OperatorHandle) -> None:
@@ -158,8 +161,10 @@ def test_an_invalid_job_with_a_ttl_is_cleaned_up_too(cluster: Cluster, operator:
     bad["spec"]["strategy"] = {"type": "no-such-strategy"}
     cluster.create(AJOBS, bad)
     cluster.wait_for(
-        lambda: "kadapt.dev/children-removed" in (cluster.get(AJOBS, NS, "broken-ttl") or {}).get("metadata", {}).get(
-            "annotations", {}),
+        lambda: (
+            "kadapt.dev/children-removed"
+            in (cluster.get(AJOBS, NS, "broken-ttl") or {}).get("metadata", {}).get("annotations", {})
+        ),
         message="invalid job expired",
     )
     kept = cluster.get(AJOBS, NS, "broken-ttl")  # the TTL never deletes the AdaptationJob itself

@@ -347,7 +347,7 @@ async def restart(rt: Runtime, ctx: ReconcileContext) -> str:
         return st.FAILED
     rt.metrics.record_restart(ctx.namespace, RESTART_FAILURE if plan.worker_failure else RESTART_DISRUPTION)
     when = ctx.now + timedelta(seconds=plan.delay_seconds)
-    await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid, ANN_RESTART_AFTER: k8s.format_time(when)})
+    await rt.annotate(ctx.key, {ANN_HANDLED_JOB: jview.uid, ANN_RESTART_AFTER: k8s.format_time(k8s.kube_time(when))})
     await rt.api().delete(JOBS, ctx.namespace, jview.name)
     ctx.status.restarts = plan.restarts
     ctx.status.disruptions = plan.disruptions
