@@ -16,6 +16,8 @@ from typing import Any
 
 from kadapt_operator.labels import LABEL_JOB_NAME
 from kadapt_operator.runtime.client import ApiError, KubeClient, kind_of
+from kadapt_operator.runtime.status import job_view
+from kadapt_operator.runtime.stored import meta_of
 
 
 class Outcome(StrEnum):
@@ -41,11 +43,7 @@ class Applied:
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
     """The uid of the object's controller owner, if any."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            uid: str | None = ref.get("uid")
-            return uid
-    return None
+    return meta_of(obj).controller_uid
 
 
 def mutable_patch(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,8 +51,8 @@ def mutable_patch(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> di
     kind = desired.get("kind")
     patch: dict[str, Any] = {}
     if kind == "Job":
-        want = bool((desired.get("spec") or {}).get("suspend"))
-        if bool((existing.get("spec") or {}).get("suspend")) != want:
+        want = job_view(desired).suspended
+        if job_view(existing).suspended != want:
             patch["spec"] = {"suspend": want}
     elif kind == "ConfigMap" and existing.get("data") != desired.get("data"):
         patch["data"] = desired.get("data")
@@ -80,7 +78,7 @@ async def apply(client: KubeClient, desired: dict[str, Any]) -> Applied:
         return Applied(Outcome.CREATED, await client.create(desired))
     owner_wanted = controller_uid(desired)
     owner_found = controller_uid(existing)
-    labels = (existing.get("metadata") or {}).get("labels") or {}
+    labels = meta_of(existing).labels
     patch = mutable_patch(desired, existing)
     if owner_found is not None and owner_found != owner_wanted:
         raise ChildConflict(

@@ -68,10 +68,21 @@ def _keys_of(namespace: str | None, labels: Mapping[str, str]) -> Key | None:
     return (namespace or DEFAULT_NAMESPACE, name) if name else None
 
 
+#: Jobs and pods of kadapt: they carry the job-name label.
+SELECTOR = {LABEL_JOB_NAME: kopf.PRESENT}
+
+
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     """A fresh kopf registry with kadapt's handlers bound to ``rt``."""
     registry = kopf.OperatorRegistry()
-    selector = {LABEL_JOB_NAME: kopf.PRESENT}
+    register_lifecycle(registry, rt)
+    register_indices(registry)
+    register_triggers(registry, rt)
+    return registry
+
+
+def register_lifecycle(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
+    """Login, start-up, the liveness probe and clean-up."""
 
     @kopf.on.login(registry=registry)
     async def login_handler(**_: Any) -> kopf.ConnectionInfo:
@@ -105,21 +116,29 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         if rt.client is not None:
             await rt.client.close()
 
+
+def register_indices(registry: kopf.OperatorRegistry) -> None:
+    """kopf's in-memory indices of AdaptationJobs, their Jobs and their pods, by (namespace, name)."""
+
     @kopf.index(API_GROUP, API_VERSION, PLURAL, id=AJ_INDEX, registry=registry)
     async def kadapt_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
         return {(namespace or DEFAULT_NAMESPACE, name): _plain(body)}
 
-    @kopf.index("batch", "v1", "jobs", labels=selector, id=JOB_INDEX, registry=registry)
+    @kopf.index("batch", "v1", "jobs", labels=SELECTOR, id=JOB_INDEX, registry=registry)
     async def kadapt_batch_jobs(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Key, Any]:
         key = _keys_of(namespace, labels)
         return {key: _plain(body)} if key else {}
 
-    @kopf.index("v1", "pods", labels=selector, id=POD_INDEX, registry=registry)
+    @kopf.index("v1", "pods", labels=SELECTOR, id=POD_INDEX, registry=registry)
     async def kadapt_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, Any]:
         key = _keys_of(namespace, labels)
         return {key: _plain(body)} if key else {}
+
+
+def register_triggers(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
+    """Spec changes, deletions and child events: each names its trigger and hands over to reconcile."""
 
     @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, registry=registry)
     @kopf.on.create(API_GROUP, API_VERSION, PLURAL, registry=registry)
@@ -153,8 +172,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             return
         rt.forget((namespace or DEFAULT_NAMESPACE, name))
 
-    @kopf.on.event("batch", "v1", "jobs", labels=selector, registry=registry)
-    @kopf.on.event("v1", "pods", labels=selector, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels=SELECTOR, registry=registry)
+    @kopf.on.event("v1", "pods", labels=SELECTOR, registry=registry)
     async def child_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
         key = _keys_of(namespace, labels)
         if key is None:
@@ -164,5 +183,3 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             await reconcile(rt, key, Trigger.CHILDREN)
         except ApiError as exc:
             log.warning("status of %s/%s not updated: %s", key[0], key[1], exc)
-
-    return registry

@@ -26,6 +26,17 @@ DEFAULT_NAMESPACE = "default"
 M = TypeVar("M", bound=BaseModel)
 
 
+class OwnerReference(BaseModel):
+    """One ``metadata.ownerReferences`` entry (the fields kadapt reads)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+    controller: bool = False
+
+
 class StoredMeta(BaseModel):
     """The metadata fields the operator reads from a stored object."""
 
@@ -40,6 +51,12 @@ class StoredMeta(BaseModel):
     deletion_timestamp: datetime | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    owner_references: list[OwnerReference] = Field(default_factory=list)
+
+    @property
+    def controller_uid(self) -> str | None:
+        """The uid of the object's controller owner, if any."""
+        return next((ref.uid for ref in self.owner_references if ref.controller), None)
 
     @property
     def resource_version_number(self) -> int:
