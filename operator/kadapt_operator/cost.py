@@ -27,10 +27,10 @@ and before it vanishes unseen cannot be known, and is not guessed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kadapt_operator.k8s import TRAINER_CONTAINER, as_utc, format_time, parse_time, pod_gpus
 
@@ -106,6 +106,40 @@ def pod_interval(pod: Mapping[str, Any], *, container: str = TRAINER_CONTAINER) 
     if started is not None and finished is None and phase in ("Succeeded", "Failed"):
         finished = started  # ended, and when is unknown: count nothing more than already counted
     return PodInterval(key=str(key), gpus=pod_gpus(pod), started_at=started, finished_at=finished)
+
+
+PodT = TypeVar("PodT", bound=Mapping[str, Any])
+#: Label the Job controller puts on its pods: the uid of the Job that owns them.
+_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+
+
+def _owner_job_uid(pod: Mapping[str, Any]) -> str | None:
+    meta = pod.get("metadata") or {}
+    uid = (meta.get("labels") or {}).get(_CONTROLLER_UID)
+    if uid:
+        return str(uid)
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def billable_pods(pods: Iterable[PodT], *, own_jobs: Collection[str], accounted: Collection[str]) -> list[PodT]:
+    """The pods whose GPU time belongs to this incarnation of the AdaptationJob.
+
+    Pods are found by the job's name label, which a deleted and re-created job of the same
+    name shares with its predecessor's lingering pods. Cost belongs to one incarnation (its
+    uid): a pod counts when its Job is one this incarnation owns (``own_jobs``, Job uids), or
+    when this incarnation has already been counting it (``accounted``: its ledger's pod keys,
+    e.g. a pod of a gang deleted for a restart, still terminating).
+    """
+    out: list[PodT] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        key = str(meta.get("uid") or meta.get("name") or "")
+        if _owner_job_uid(pod) in own_jobs or key in accounted:
+            out.append(pod)
+    return out
 
 
 def allocated_gpus(pods: Iterable[PodInterval]) -> int:

@@ -43,7 +43,7 @@ from kadapt_operator.metrics import (
 from kadapt_operator.render import render
 from kadapt_operator.runtime import cleanup, decide, progress, queueing, readiness
 from kadapt_operator.runtime import status as st
-from kadapt_operator.runtime.apply import ChildConflict, apply_all
+from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
 from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
 from kadapt_operator.runtime.context import ReconcileContext
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
@@ -91,7 +91,10 @@ async def read_world(rt: Runtime, key: Key, trigger: Trigger) -> ReconcileContex
     batch = rt.batch_job(key, meta.uid)
     if batch is not None and st.job_view(batch).uid == handled:
         batch = None  # the failed incarnation, being deleted: not the gang any more
-    pods = rt.pods(key)
+    # Cost belongs to this incarnation (uid): not to pods a deleted namesake left behind.
+    own_jobs = {str(st.job_view(j).uid) for j in rt.indexed(JOB_INDEX, key) if controller_uid(j) == meta.uid}
+    own_jobs |= {handled} if handled else set()
+    pods = costing.billable_pods(rt.pods(key), own_jobs=own_jobs, accounted=set(old.cost.accounted_until))
     status = old.model_copy(deep=True)
     status.observed_generation = meta.generation
     return ReconcileContext(
