@@ -51,3 +51,19 @@ def test_start_up_names_the_served_namespaces(
         result = CliRunner().invoke(app, ["operator", *args, "--no-metrics"], env={"KADAPT_OPERATOR_CONFIG": ""})
     assert result.exit_code == 0, result.output
     assert any(served in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize(("verbose", "level"), [([], logging.WARNING), (["--verbose"], logging.NOTSET)])
+def test_per_event_handler_lines_are_quiet_unless_verbose(
+    monkeypatch: pytest.MonkeyPatch, verbose: list[str], level: int
+) -> None:
+    async def stop_at_once(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(startup, "run_operator", stop_at_once)
+    objects = logging.getLogger("kopf.objects")
+    monkeypatch.setattr(objects, "level", logging.NOTSET)
+    result = CliRunner().invoke(app, ["operator", "-n", "team-a", "--no-metrics", *verbose],
+                                env={"KADAPT_OPERATOR_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    assert objects.level == level

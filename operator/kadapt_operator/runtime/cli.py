@@ -64,6 +64,10 @@ def operator(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not verbose:
+        # kopf logs every handled watch event at INFO ("Handler ... succeeded"), per job and per
+        # pod: noise at any scale. Its warnings and errors still show; --verbose brings it all back.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     log = logging.getLogger("kadapt.operator")
     served = "all namespaces" if options.clusterwide else "namespaces " + ", ".join(options.namespaces)
     log.info("kadapt operator %s serving %s", __version__, served)
