@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kadapt_operator.api import Parameters, Progress, ResolvedStrategy
 from kadapt_operator.runtime.status import PodView
-from kadapt_trainer.config import ProgressReport
+from kadapt_trainer.config import DEFAULT_PVC_ROOT, ProgressReport
 
 #: A trainer busy in a step may answer late; the next poll will ask again.
 FETCH_TIMEOUT_SECONDS = 3.0
@@ -77,4 +77,17 @@ def progress_status(report: ProgressReport) -> ReportStatus:
     )
     parameters = Parameters(trainable=report.trainable_params, total=report.total_params, percent=round(params_pct, 4))
     strategy = ResolvedStrategy(resolved=report.strategy, reason=report.strategy_reason) if report.strategy else None
-    return ReportStatus(progress, parameters, strategy, report.last_checkpoint or None)
+    checkpoint = user_uri(report.last_checkpoint) if report.last_checkpoint else None
+    return ReportStatus(progress, parameters, strategy, checkpoint)
+
+
+def user_uri(path: str) -> str:
+    """A path inside a training pod as the user wrote it: ``/mnt/kadapt/pvc/claim/x`` -> ``pvc://claim/x``.
+
+    The trainer reports where it wrote, as it sees it; status speaks the manifest's language.
+    Paths outside the claims' mount (a ``file://`` output, already a URI) are returned unchanged.
+    """
+    root = DEFAULT_PVC_ROOT.rstrip("/") + "/"
+    if path.startswith(root):
+        return "pvc://" + path[len(root):]
+    return path

@@ -398,8 +398,10 @@ async def write_status_and_events(rt: Runtime, ctx: ReconcileContext) -> None:
     kstatus = readiness.readiness(ctx.phase, merged)
     ctx.status.conditions = st.set_conditions(merged, kstatus, now=ctx.now, generation=ctx.generation)
     await rt.write_status(ctx.key, ctx.meta, ctx.old, ctx.status)
-    if ctx.trigger == Trigger.TICK:
-        allocated = costing.allocated_gpus(ctx.intervals)
+    finished = ctx.phase in st.TERMINAL_PHASES
+    if ctx.trigger == Trigger.TICK or finished:
+        # A finished job is never ticked again: its last sample is final and holds no GPUs.
+        allocated = 0 if finished else costing.allocated_gpus(ctx.intervals)
         spec = ctx.job.spec
         rt.metrics.observe_job(job_sample(ctx.namespace, ctx.name, ctx.status, spec.budget, allocated=allocated))
 
