@@ -736,8 +736,14 @@ def running_status(ip: str = "127.0.0.1", started_at: str | None = None) -> dict
     }
 
 
-def terminated_status(exit_code: int, *, started_at: str | None = None, disrupted: bool = False) -> dict[str, Any]:
-    """A pod whose trainer exited with ``exit_code`` (optionally marked DisruptionTarget first)."""
+def terminated_status(
+    exit_code: int, *, started_at: str | None = None, disrupted: bool = False, message: str | None = None
+) -> dict[str, Any]:
+    """A pod whose trainer exited with ``exit_code`` (optionally marked DisruptionTarget first).
+
+    ``message`` is what the container wrote to its ``terminationMessagePath``: the kubelet
+    reports it in ``state.terminated.message``, where the operator reads a bad input's cause.
+    """
     now = _now()
     status: dict[str, Any] = {
         "phase": "Succeeded" if exit_code == 0 else "Failed",
@@ -753,6 +759,7 @@ def terminated_status(exit_code: int, *, started_at: str | None = None, disrupte
                         "reason": "Completed" if exit_code == 0 else "Error",
                         "startedAt": started_at or now,
                         "finishedAt": now,
+                        **({"message": message} if message else {}),
                     }
                 },
             }

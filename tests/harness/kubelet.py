@@ -236,9 +236,8 @@ class LocalKubelet:
             run.reported[index] = code
             ended.append((index, code))
             if write:
-                self._set_status(
-                    PODS, run.namespace, run.pod_names[index], terminated_status(code, started_at=run.started_at)
-                )
+                ended_status = terminated_status(code, started_at=run.started_at, message=pod.termination_message())
+                self._set_status(PODS, run.namespace, run.pod_names[index], ended_status)
         return ended
 
     def _observe(self, run: _Run) -> None:

@@ -16,6 +16,8 @@ from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import decide
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
+from kadapt_operator.runtime.termination import Outcome as TerminationOutcome
+from kadapt_operator.runtime.termination import Termination
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=30)
@@ -275,6 +277,16 @@ OUTCOME_ROWS = [
     ("not created yet", st.Verdict.NONE, False, False, False, Outcome.CONTINUE),
 ]
 
+BAD_INPUT_ROWS = [
+    # id, verdict (what the peers' exits say), deadline passed, outcome with a bad-input pod in the gang
+    ("bad input fails at once, no restart", st.Verdict.WORKER_FAILED, False, Outcome.BAD_INPUT),
+    ("peers exiting 1 after it do not make it a restart", st.Verdict.WORKER_FAILED, False, Outcome.BAD_INPUT),
+    ("a disruption seen with it does not either", st.Verdict.DISRUPTED, False, Outcome.BAD_INPUT),
+    ("seen before the Job says it failed", st.Verdict.NONE, False, Outcome.BAD_INPUT),
+    ("its cause wins over a passed deadline", st.Verdict.DEADLINE, True, Outcome.BAD_INPUT),
+    ("success still wins (every index succeeded)", st.Verdict.SUCCEEDED, False, Outcome.SUCCEEDED),
+]
+
 
 @pytest.mark.parametrize(
     ("verdict", "passed", "exists", "pending", "outcome"),
@@ -284,6 +296,26 @@ OUTCOME_ROWS = [
 def test_decide_outcome(verdict: st.Verdict, passed: bool, exists: bool, pending: bool, outcome: Outcome) -> None:
     got = decide.decide_outcome(verdict, deadline_passed=passed, job_exists=exists, restart_pending=pending)
     assert got == outcome
+
+
+@pytest.mark.parametrize(
+    ("verdict", "passed", "outcome"), [r[1:] for r in BAD_INPUT_ROWS], ids=[r[0] for r in BAD_INPUT_ROWS]
+)
+def test_decide_outcome_with_bad_input(verdict: st.Verdict, passed: bool, outcome: Outcome) -> None:
+    got = decide.decide_outcome(verdict, deadline_passed=passed, job_exists=True, restart_pending=False, bad_input=True)
+    assert got == outcome
+
+
+def test_bad_input_conditions_carry_the_cause() -> None:
+    ended = Termination("tune-1", 2, TerminationOutcome.BAD_INPUT, "data.jsonl line 3: field 'label' is missing")
+    conds = decide.bad_input_conditions(ended)
+    assert {(c.type, c.status, c.reason) for c in conds} == {
+        (st.FAILED, st.TRUE, st.Reason.BAD_INPUT),
+        (st.RUNNING, st.FALSE, st.Reason.BAD_INPUT),
+    }
+    assert st.Reason.BAD_INPUT == "BadInput"
+    assert all(c.message.startswith("data.jsonl line 3: field 'label' is missing") for c in conds)
+    assert all("tune-1" in c.message and "not restarted" in c.message for c in conds)
 
 
 @pytest.mark.parametrize(

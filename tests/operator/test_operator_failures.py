@@ -170,3 +170,29 @@ def test_an_invalid_job_with_a_ttl_is_cleaned_up_too(cluster: Cluster, operator:
     kept = cluster.get(AJOBS, NS, "broken-ttl")  # the TTL never deletes the AdaptationJob itself
     assert kept is not None and kept["status"]["phase"] == "Failed"
     assert cluster.get(JOBS, NS, "broken-ttl") is None
+
+
+def test_bad_input_fails_at_once_with_its_cause_and_no_restart(cluster: Cluster, operator: OperatorHandle) -> None:
+    cluster.create(AJOBS, job_manifest("badinput", NS, runPolicy={"backoffLimit": 2}))
+    pods = checks.start_gang(cluster, "badinput", NS)
+    uid = job_uid(cluster, "badinput")
+    # Rank 0 refuses its data (exit 2, the cause in its termination message); its peer then loses
+    # the rendezvous and exits 1. Either order of processing must end in BadInput, not a restart.
+    message = "kadapt-trainer: error: data/train.jsonl line 3: field 'label' is missing; add it or drop the row"
+    cluster.set_status(PODS, NS, pods[0]["metadata"]["name"], terminated_status(2, message=message))
+    cluster.set_status(PODS, NS, pods[1]["metadata"]["name"], terminated_status(1))
+    ended = cluster.wait_for(
+        lambda: (s := status_of(cluster, "badinput")).get("phase") == "Failed" or s.get("restarts") or None,
+        message="Failed, or a restart",
+    )
+    assert ended is True, f"the gang was restarted: {status_of(cluster, 'badinput')}"
+    failed = checks.condition(cluster, "badinput", NS, "Failed")
+    assert failed is not None and failed["reason"] == "BadInput"
+    assert "data/train.jsonl line 3: field 'label' is missing" in failed["message"]
+    assert not status_of(cluster, "badinput").get("restarts")
+    event = cluster.wait_for(
+        lambda: next((e for e in checks.events_for(cluster, "badinput", NS) if e["reason"] == "BadInput"), None),
+        message="BadInput Event",
+    )
+    assert event["type"] == "Warning" and "field 'label' is missing" in event["message"]
+    assert checks.creations(cluster, JOBS, NS, "badinput") == 1 and job_uid(cluster, "badinput") == uid

@@ -16,6 +16,7 @@ from enum import StrEnum
 from kadapt_operator import cost as costing
 from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime.termination import Termination
 
 
 class Trigger(StrEnum):
@@ -149,6 +150,8 @@ class Outcome(StrEnum):
     CONTINUE = "continue"
     SUCCEEDED = "succeeded"
     DEADLINE = "deadline"
+    #: A trainer exited 2 (bad input): fail now, never restart the gang.
+    BAD_INPUT = "bad-input"
     RESTART = "restart"
     #: The gang was stopped after a failure and waits for its backoff.
     WAITING_TO_RESTART = "waiting-to-restart"
@@ -159,10 +162,24 @@ def deadline_passed(deadline_seconds: int | None, started: datetime | None, now:
     return deadline_seconds is not None and started is not None and now - started >= timedelta(seconds=deadline_seconds)
 
 
-def decide_outcome(verdict: st.Verdict, *, deadline_passed: bool, job_exists: bool, restart_pending: bool) -> Outcome:
-    """The job's next move from the gang's verdict, the deadline and a pending restart."""
+def decide_outcome(
+    verdict: st.Verdict,
+    *,
+    deadline_passed: bool,
+    job_exists: bool,
+    restart_pending: bool,
+    bad_input: bool = False,
+) -> Outcome:
+    """The job's next move from the gang's verdict, the deadline and a pending restart.
+
+    A pod of the current gang that ended with bad input (``bad_input``) fails the job before
+    anything else is weighed: a restart would repeat it on a new GPU start, and the peers'
+    exit 1 on the broken rendezvous that follows must not turn it into a restart either.
+    """
     if verdict == st.Verdict.SUCCEEDED:
         return Outcome.SUCCEEDED
+    if bad_input:
+        return Outcome.BAD_INPUT
     if verdict == st.Verdict.DEADLINE or deadline_passed:
         return Outcome.DEADLINE
     if verdict in (st.Verdict.WORKER_FAILED, st.Verdict.DISRUPTED) and job_exists:
@@ -230,6 +247,18 @@ def deadline_conditions(deadline_seconds: int | None) -> list[st.CondUpdate]:
     return [
         st.CondUpdate(st.FAILED, st.TRUE, st.Reason.DEADLINE_EXCEEDED, msg),
         st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.DEADLINE_EXCEEDED, msg),
+    ]
+
+
+def bad_input_conditions(termination: Termination) -> list[st.CondUpdate]:
+    """Failed and not Running, with the trainer's one-line cause (from its termination message)."""
+    msg = (
+        f"{termination.cause} (pod {termination.pod}, exit code {termination.exit_code}: "
+        "bad input, which no restart can fix; the gang was not restarted)"
+    )
+    return [
+        st.CondUpdate(st.FAILED, st.TRUE, st.Reason.BAD_INPUT, msg),
+        st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.BAD_INPUT, msg),
     ]
 
 

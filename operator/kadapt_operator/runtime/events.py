@@ -32,6 +32,7 @@ WARNING_REASONS = frozenset(
         Reason.DISRUPTED,
         Reason.BACKOFF_LIMIT_EXCEEDED,
         Reason.DEADLINE_EXCEEDED,
+        Reason.BAD_INPUT,
         Reason.IMMUTABLE_FIELD_CHANGED,
         costing.REASON_MAX_COST,
         costing.REASON_MAX_GPU_HOURS,

@@ -41,7 +41,7 @@ from kadapt_operator.metrics import (
     job_sample,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import cleanup, decide, progress, queueing, readiness
+from kadapt_operator.runtime import cleanup, decide, progress, queueing, readiness, termination
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
 from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
@@ -298,13 +298,21 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
     """Act on the gang's verdict: success, deadline, a gang restart, or waiting for one."""
     assert ctx.observation is not None
     deadline = ctx.job.spec.run_policy.active_deadline_seconds
+    bad_input = permanent_failure(ctx)
     outcome = decide.decide_outcome(
         ctx.observation.verdict,
         deadline_passed=decide.deadline_passed(deadline, ctx.status.start_time, ctx.now),
         job_exists=ctx.job_view is not None,
         restart_pending=ctx.restart_after is not None,
+        bad_input=bad_input is not None,
     )
-    if outcome == Outcome.SUCCEEDED:
+    if outcome == Outcome.BAD_INPUT and bad_input is not None:
+        # The Job (backoffLimit 0, podFailurePolicy FailJob) stops the peers; its pods stay for the logs.
+        ctx.phase = st.FAILED
+        ctx.updates.extend(decide.bad_input_conditions(bad_input))
+        ctx.status.completion_time = k8s.kube_time(ctx.now)
+        rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
+    elif outcome == Outcome.SUCCEEDED:
         ctx.status.completion_time = k8s.kube_time(ctx.now)
         ctx.status.output = OutputStatus(uri=ctx.job.spec.output.uri, metrics=ctx.old.output.metrics)
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
@@ -321,6 +329,14 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
         ctx.phase = st.RESTARTING
         ctx.updates = decide.waiting_conditions(ctx.updates)
     ctx.updates.extend(decide.settle_conditions(ctx.phase, ctx.old))
+
+
+def permanent_failure(ctx: ReconcileContext) -> termination.Termination | None:
+    """The current gang's first pod whose trainer ended with bad input (exit 2), or None."""
+    current = {view.name for view in st.current_pods(ctx.views, ctx.job_view)}
+    return termination.permanent_failure(
+        pod for pod, view in zip(ctx.pods, ctx.views, strict=True) if view.name in current
+    )
 
 
 async def restart(rt: Runtime, ctx: ReconcileContext) -> str:

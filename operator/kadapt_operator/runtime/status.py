@@ -60,6 +60,8 @@ class Reason(StrEnum):
     DISRUPTED = "Disrupted"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+    #: A trainer exited 2 (bad config, data or model; a diverged loss): no restart can fix it.
+    BAD_INPUT = "BadInput"
     JOB_COMPLETED = "JobCompleted"
     NOT_RESTARTING = "NotRestarting"
     NOT_FINISHED = "NotFinished"
