@@ -361,9 +361,8 @@ class OperatorHandle:
         """
         target = self.handled(namespace, name, trigger) + more
         wait_for(
-            f"{more} more {trigger or 'any'} reconcile(s) of {namespace}/{name}",
             lambda: self.handled(namespace, name, trigger) >= target,
-            timeout=timeout,
+            timeout=timeout, message=f"{more} more {trigger or 'any'} reconcile(s) of {namespace}/{name}",
         )
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -642,12 +641,19 @@ class Cluster:
     def wait_for(
         self, predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05, message: str = ""
     ) -> T:
-        """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-        return wait_for(message or repr(predicate), predicate, timeout=timeout, interval=interval)
+        """:func:`wait_for`, polling the emulator more often (it answers in microseconds)."""
+        return wait_for(predicate, timeout=timeout, interval=interval, message=message)
 
 
-def wait_for(what: str, predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2, message: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``message`` after ``timeout``.
+
+    The one wait of the tests (``Cluster.wait_for`` is this, with a shorter poll interval):
+    tests wait on a state, never on time.
+    """
+    what = message or repr(predicate)
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:

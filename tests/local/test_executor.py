@@ -273,7 +273,7 @@ class TestGang:
         gang = Gang(plans)
         gang.start()
         # both handlers are installed before the stop, on a loaded machine too
-        wait_for("both pods ready", lambda: all("ready" in pod.log_tail() for pod in gang.pods), timeout=120)
+        wait_for(lambda: all("ready" in pod.log_tail() for pod in gang.pods), timeout=120, message="both pods ready")
         gang.stop()
         result = gang.result()
         assert result.phase == GangPhase.STOPPED

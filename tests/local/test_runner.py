@@ -280,7 +280,7 @@ def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path: Path, tiny_mo
                 raise AssertionError(f"the run ended (exit {proc.returncode}) before it held at step 20")
             return log_path.exists() and HOLDING_LINE.format(step=20) in log_path.read_text()
 
-        wait_for("the trainer to hold after step 20", holding, timeout=300)
+        wait_for(holding, timeout=300, message="the trainer to hold after step 20")
         assert latest.exists()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
         stdout, stderr = proc.communicate(timeout=120)

@@ -173,32 +173,38 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
         try:
             with cluster.operator(settings_overrides=settings):
                 cluster.create(AJOBS, manifest)
-                wait_for("the Job", kubelet.job, timeout=30)
+                wait_for(kubelet.job, timeout=30, message="the Job")
                 # The trainer holds after step 20 (its first checkpoint) until the suspension's
                 # SIGTERM: the budget stop lands mid-run however fast this machine trains.
                 first = kubelet.start(hold_after_step=20)
-                wait_for("the trainer held at step 20", lambda: HOLDING_LINE.format(step=20) in first.log.read_text(),
-                         timeout=180)
-                wait_for("a first checkpoint in status", lambda: status(cluster).get("lastCheckpoint"), timeout=60)
+                wait_for(lambda: HOLDING_LINE.format(step=20) in first.log.read_text(),
+                         timeout=180, message="the trainer held at step 20")
+                wait_for(
+                    lambda: status(cluster).get("lastCheckpoint"),
+                    timeout=60, message="a first checkpoint in status",
+                )
 
                 # The budget becomes tiny: already spent, so the operator suspends the Job.
                 cluster.patch(AJOBS, NAMESPACE, JOB, {"spec": {"budget": {"maxCost": 0.001}}})
-                wait_for("the Job suspended", lambda: (kubelet.job() or {}).get("spec", {}).get("suspend"), timeout=30)
+                wait_for(
+                    lambda: (kubelet.job() or {}).get("spec", {}).get("suspend"),
+                    timeout=30, message="the Job suspended",
+                )
                 # Job controller: a suspended Job's pods are stopped; the trainer checkpoints on SIGTERM.
                 kubelet.finish(stop=True)
                 assert "stopped by signal; checkpoint saved" in first.log.read_text()
-                wait_for("the stopped pod accounted", lambda: gpu_seconds(cluster) == first.seconds, timeout=30)
+                wait_for(lambda: gpu_seconds(cluster) == first.seconds, timeout=30, message="the stopped pod accounted")
                 kubelet.delete_pod()
-                st = wait_for("phase Suspended", lambda: in_phase(cluster, "Suspended"), timeout=30)
+                st = wait_for(lambda: in_phase(cluster, "Suspended"), timeout=30, message="phase Suspended")
                 assert st is not None
                 budget = condition(st, "BudgetExceeded")
                 assert budget.get("status") == "True", st["conditions"]
                 assert budget["reason"] == "MaxCostReached" and "spec.budget.maxCost" in budget["message"]
                 assert condition(st, "Suspended").get("status") == "True"
-                events = wait_for("a budget Event", lambda: [
+                events = wait_for(lambda: [
                     e for e in cluster.list(EVENTS, NAMESPACE)
                     if e.get("involvedObject", {}).get("name") == JOB and "budget" in e.get("message", "").lower()
-                ], timeout=30)
+                ], timeout=30, message="a budget Event")
                 assert any(e.get("type") == "Warning" for e in events)
                 saved = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
                 assert saved, "no checkpoint kept"
@@ -215,21 +221,21 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
 
                 # Raising the budget resumes the Job from its checkpoint.
                 cluster.patch(AJOBS, NAMESPACE, JOB, {"spec": {"budget": {"maxCost": 100.0}}})
-                wait_for("the Job resumed", lambda: (kubelet.job() or {}).get("spec", {}).get("suspend") is False,
-                         timeout=30)
+                wait_for(lambda: (kubelet.job() or {}).get("spec", {}).get("suspend") is False,
+                         timeout=30, message="the Job resumed")
                 second = kubelet.start()
                 kubelet.finish(stop=False)
                 assert second.exit_code == 0, second.log.read_text()[-3000:]
                 log = second.log.read_text()
                 assert "resumed from" in log, log[-3000:]
                 hand = first.seconds + second.seconds
-                wait_for("both pods accounted", lambda: gpu_seconds(cluster) == hand, timeout=30)
+                wait_for(lambda: gpu_seconds(cluster) == hand, timeout=30, message="both pods accounted")
                 # Job controller: the Job is complete.
                 cluster.set_status(JOBS, NAMESPACE, JOB, {
                     "succeeded": 1, "active": 0,
                     "conditions": [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}],
                 })
-                final = wait_for("phase Succeeded", lambda: in_phase(cluster, "Succeeded"), timeout=30)
+                final = wait_for(lambda: in_phase(cluster, "Succeeded"), timeout=30, message="phase Succeeded")
                 assert final is not None
                 assert condition(final, "BudgetExceeded").get("status") == "False"
                 cost = final["cost"]

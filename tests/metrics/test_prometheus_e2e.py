@@ -149,7 +149,7 @@ def check_dashboard_queries(prom: Prometheus, job: str) -> None:
     # "Cost by namespace" is an increase() over the fleet cost counter: it shows something once
     # Prometheus holds two samples of it that differ, i.e. a state a few scrapes away, not a time.
     try:
-        wait_for("every main dashboard panel to show data", all_showing, timeout=120)
+        wait_for(all_showing, timeout=120, message="every main dashboard panel to show data")
     except AssertionError as exc:
         raise AssertionError(f"dashboard panels show nothing: {missing}") from exc
 
@@ -221,19 +221,21 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
                                    # the target labels the chart's PodMonitor sets
                                    "labels": {"namespace": NAMESPACE, "pod": pod_name, "job_name": JOB}},
             })
-            wait_for("Prometheus to get ready", prom.ready, timeout=60)
+            wait_for(prom.ready, timeout=60, message="Prometheus to get ready")
 
             # both targets are up and scraped
             def up() -> dict[str, float]:
                 return {r["metric"]["job"]: float(r["value"][1]) for r in prom.query("up")}
 
-            wait_for("both targets up", lambda: up() == {"kadapt-operator": 1.0, "kadapt-trainer": 1.0}, timeout=180)
+            wait_for(
+                lambda: up() == {"kadapt-operator": 1.0, "kadapt-trainer": 1.0},
+                timeout=180, message="both targets up",
+            )
 
             # the training run's own series: steps, target, loss, parameters
             steps = wait_for(
-                "trainer steps > 0",
                 lambda: prom.query(f'kadapt_trainer_steps_total{{namespace="{NAMESPACE}",pod="{pod_name}"}} > 0'),
-                timeout=180,
+                timeout=180, message="trainer steps > 0",
             )
             assert steps[0]["metric"]["job"] == "kadapt-trainer"
             target = float(prom.query("kadapt_trainer_target_steps")[0]["value"][1])
@@ -245,12 +247,12 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
             # the operator's series: progress and cost of this job, read from its status
             sel = f'namespace="{NAMESPACE}",job_name="{JOB}"'
             progress = wait_for(
-                "operator progress > 0", lambda: prom.query(f"kadapt_job_progress_ratio{{{sel}}} > 0"),
-                timeout=120,
+                lambda: prom.query(f"kadapt_job_progress_ratio{{{sel}}} > 0"),
+                timeout=120, message="operator progress > 0",
             )
             assert progress[0]["metric"]["job"] == "kadapt-operator"  # the scrape job; ours is job_name
             assert 0 < float(progress[0]["value"][1]) < 1
-            cost = wait_for("job cost > 0", lambda: prom.query(f"kadapt_job_cost{{{sel}}} > 0"), timeout=60)
+            cost = wait_for(lambda: prom.query(f"kadapt_job_cost{{{sel}}} > 0"), timeout=60, message="job cost > 0")
             assert float(cost[0]["value"][1]) > 0
             # cost = GPU seconds x price, in the same scrape
             gap = prom.query(f"abs(kadapt_job_cost{{{sel}}} - kadapt_job_gpu_seconds{{{sel}}} / 3600 * {PRICE})")
@@ -258,9 +260,8 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
             assert float(prom.query(f"kadapt_job_allocated_gpus{{{sel}}}")[0]["value"][1]) == 1
             assert prom.query(f'kadapt_job_phase{{{sel},phase="Running"}} == 1')
             by_ns = wait_for(
-                "fleet cost by namespace",
                 lambda: prom.query(f'sum by (namespace) (kadapt_gpu_cost_total{{namespace="{NAMESPACE}"}}) > 0'),
-                timeout=30,
+                timeout=30, message="fleet cost by namespace",
             )
             assert by_ns[0]["metric"] == {"namespace": NAMESPACE}
             gpu_seconds = prom.query(
@@ -268,7 +269,7 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
             )
             assert gpu_seconds and float(gpu_seconds[0]["value"][1]) > 0
             projected = wait_for(
-                "projected cost", lambda: prom.query(f"kadapt_job_projected_cost{{{sel}}}"), timeout=60,
+                lambda: prom.query(f"kadapt_job_projected_cost{{{sel}}}"), timeout=60, message="projected cost",
             )
             assert float(projected[0]["value"][1]) >= float(cost[0]["value"][1])
             # every dashboard query is valid PromQL on real data; the main panels show this job
@@ -296,7 +297,7 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
 
             assert job_series()
             cluster.delete(AJOBS, NAMESPACE, JOB)
-            wait_for("the job's series gone", lambda: not job_series(), timeout=20)
+            wait_for(lambda: not job_series(), timeout=20, message="the job's series gone")
         finally:
             if gang is not None:
                 gang.stop(grace=5)

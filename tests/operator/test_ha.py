@@ -96,7 +96,7 @@ def test_only_the_active_replica_ticks_and_counts_fleet_cost() -> None:
             cluster.wait_for(lambda: fleet_gpu_seconds(a) > 0, message="A accrues while alone")
             with replica(cluster, "replica-b", 200) as b:
                 peers = lambda: (cluster.get(PEERINGS, NS, PEERING) or {}).get("status") or {}  # noqa: E731
-                wait_for("both replicas in the peering", lambda: {"replica-a", "replica-b"} <= set(peers()))
+                wait_for(lambda: {"replica-a", "replica-b"} <= set(peers()), message="both replicas in the peering")
                 b.wait_handled(NS, "shared", more=3, trigger="tick")  # B is active and ticking
                 before = fleet_gpu_seconds(a)
                 b.wait_handled(NS, "shared", more=10, trigger="tick")
