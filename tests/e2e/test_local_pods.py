@@ -24,7 +24,7 @@ from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLD_RELEASE_FILE_ENV
 from tests.harness import checks
 from tests.harness.emulator import AJOBS, TEST_SETTINGS, Cluster, OperatorHandle
 from tests.harness.kubelet import LocalKubelet
-from tests.local.tiny import keyword_rows, make_bert, manifest, write_jsonl
+from tests.trainer.tiny import classification_rows, make_model, manifest, write_jsonl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,8 +36,8 @@ KUBECTL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kubectl"
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The local "node": its pvc claims hold the tiny model and the data, as volumes would."""
     root = tmp_path_factory.mktemp("e2e-node")
-    make_bert(root / "pvc" / "models" / "tiny-bert")
-    write_jsonl(root / "pvc" / "data" / "keywords.jsonl", keyword_rows(96))
+    make_model(root / "pvc" / "models" / "tiny-bert", "bert")
+    write_jsonl(root / "pvc" / "data" / "keywords.jsonl", classification_rows(96))
     return root
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.local.test_runner import cli, write_manifest
-from tests.local.tiny import make_bert, manifest, write_jsonl
+from tests.trainer.tiny import make_model, manifest, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def test_bad_input_fails_the_run_at_once_with_the_trainers_cause(tmp_path: Path) -> None:
-    model = make_bert(tmp_path / "bert")
+    model = make_model(tmp_path / "bert", "bert")
     rows = [{"text": f"the cat {k}", "label": 1} for k in ("alpha", "beta")] * 8
     rows.append({"text": "the dog", "label": "positive"})  # line 17: a name among numbers
     data = write_jsonl(tmp_path / "data.jsonl", rows)

@@ -31,7 +31,7 @@ from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLDING_LINE
 from tests.conftest import EXAMPLES, ROOT
 from tests.harness.emulator import wait_for
 from tests.local.kadapt_cli import build_app
-from tests.local.tiny import keyword_rows, make_bert, manifest, write_jsonl
+from tests.trainer.tiny import classification_rows, make_model, manifest, write_jsonl
 
 INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 QUICKSTART = EXAMPLES / "quickstart.yaml"
@@ -196,7 +196,7 @@ def test_progress_fetch_tolerates_a_trainer_not_serving_yet() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bert(tmp_path_factory.mktemp("tiny") / "bert")
+    return make_model(tmp_path_factory.mktemp("tiny") / "bert", "bert")
 
 
 @pytest.mark.slow
@@ -228,7 +228,7 @@ def test_quickstart_trains_well_above_chance_and_the_output_reloads(tmp_path: Pa
 
 @pytest.mark.slow
 def test_two_local_workers_train_together_over_gloo(tmp_path: Path, tiny_model: Path) -> None:
-    data = write_jsonl(tmp_path / "data.jsonl", keyword_rows(96))
+    data = write_jsonl(tmp_path / "data.jsonl", classification_rows(96))
     job = write_manifest(tmp_path / "job.yaml", manifest("pair", tiny_model, data.name, epochs=2))
     done = cli("run", str(job), "--workers", "2", "--run-dir", str(tmp_path / "run"), "-o", "json", "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -261,7 +261,7 @@ def test_failure_shows_last_log_lines_and_one_line_cause(tmp_path: Path, tiny_mo
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_and_the_same_command_resumes(tmp_path: Path, tiny_model: Path) -> None:
-    data = write_jsonl(tmp_path / "data.jsonl", keyword_rows(80))
+    data = write_jsonl(tmp_path / "data.jsonl", classification_rows(80))
     doc = manifest("stoppable", tiny_model, data.name, epochs=5, global_batch=4, micro_batch=4, checkpoint_every=20)
     job = write_manifest(tmp_path / "job.yaml", doc)
     args = [sys.executable, "-m", "tests.local.kadapt_cli", "run", str(job), "--run-dir", str(tmp_path / "run")]

@@ -29,7 +29,7 @@ from tests.harness.emulator import (
     job_manifest,
     wait_for,
 )
-from tests.local.tiny import keyword_rows, make_bert, write_jsonl
+from tests.trainer.tiny import classification_rows, make_model, write_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -152,8 +152,8 @@ def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(
     progress_port = free_port()
     run_dir = tmp_path / "run"
     pvc = run_dir / "pvc"
-    make_bert(pvc / "models" / "tiny-bert")
-    write_jsonl(pvc / "data" / "reviews.jsonl", keyword_rows(60))
+    make_model(pvc / "models" / "tiny-bert", "bert")
+    write_jsonl(pvc / "data" / "reviews.jsonl", classification_rows(60))
     manifest = job_manifest(
         JOB,
         NAMESPACE,

@@ -25,8 +25,8 @@ import yaml
 
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV
 from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest, wait_for
-from tests.local.tiny import keyword_rows, make_bert, write_jsonl
 from tests.metrics.promref import check_against_reference, parse_reference, reference_source, scrape
+from tests.trainer.tiny import classification_rows, make_model, write_jsonl
 
 #: On PATH (Debian package, root install) or in the venv (scripts/install-prometheus.sh without root).
 PROMETHEUS = shutil.which("prometheus") or shutil.which("prometheus", path=str(Path(sys.executable).parent))
@@ -174,8 +174,8 @@ def test_prometheus_scrapes_a_training_run_and_the_operator(tmp_path: Path, oper
     # at every check below however fast this machine trains, and the stop lands mid-run.
     opts = ExecOptions(run_dir=tmp_path / "run", grace_seconds=60.0,
                        extra_env={"KADAPT_PROGRESS_PORT": str(progress_port), HOLD_AFTER_STEP_ENV: "5"})
-    make_bert(opts.pvc_root / "models" / "tiny-bert")
-    write_jsonl(opts.pvc_root / "data" / "reviews.jsonl", keyword_rows(60))
+    make_model(opts.pvc_root / "models" / "tiny-bert", "bert")
+    write_jsonl(opts.pvc_root / "data" / "reviews.jsonl", classification_rows(60))
     manifest = job_manifest(
         JOB,
         NAMESPACE,

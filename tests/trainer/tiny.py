@@ -1,4 +1,11 @@
-"""Tiny models, tokenizer and learnable data built in code, for trainer tests."""
+"""The one factory of tiny models, tokenizers, data and manifests that every test builds in code.
+
+No downloads: a word-level tokenizer over a toy vocabulary, randomly initialised BERT, GPT-2 and
+Llama models of a few thousand parameters saved with ``save_pretrained`` (loaded by kadapt from
+a path exactly as a user's model), learnable classification and causal-lm data, and an
+``AdaptationJob`` manifest for them. Trainer, local-runner, metrics and end-to-end tests all
+use this module.
+"""
 
 from __future__ import annotations
 
@@ -162,3 +169,39 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def manifest(
+    name: str,
+    model: Path | str,
+    dataset: Path | str,
+    *,
+    strategy: str = "full",
+    workers: int = 1,
+    epochs: int = 2,
+    global_batch: int = 8,
+    micro_batch: int = 4,
+    checkpoint_every: int | None = None,
+    output: str | None = None,
+    extra_spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An AdaptationJob for a tiny classification model (CPU: one process per worker unless overridden)."""
+    spec: dict[str, Any] = {
+        "model": {"uri": str(model)},
+        "task": "sequence-classification",
+        "dataset": {"uri": str(dataset), "validationSplit": 0.2, "maxLength": 16},
+        "strategy": {"type": strategy},
+        "training": {
+            "epochs": epochs,
+            "globalBatchSize": global_batch,
+            "microBatchSize": micro_batch,
+            "learningRate": 0.003,
+            "earlyStopping": {"enabled": False},
+        },
+        "resources": {"workers": workers, "gpusPerWorker": 1, "cpu": "1", "memory": "2Gi"},
+        "output": {"uri": output or f"pvc://models/{name}"},
+    }
+    if checkpoint_every:
+        spec["checkpoint"] = {"everySteps": checkpoint_every}
+    spec.update(extra_spec or {})
+    return {"apiVersion": "kadapt.dev/v1alpha1", "kind": "AdaptationJob", "metadata": {"name": name}, "spec": spec}
