@@ -11,6 +11,7 @@ Dropout is off so that a forward pass does not depend on the random state.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +73,29 @@ def results(tmp_path_factory: pytest.TempPathFactory, tiny_data: dict[str, Path]
                             "learningRate": 1e-3,
                             "warmupRatio": 0.0,
                             "earlyStopping": {"enabled": False},
+                            "lpFt": False,  # a random head: the step itself is under test
                         },
                         "deepspeed": {"zeroStage": zero},
                         "output": {"uri": str(tmp / name)},
                     }
                     cases.append({"name": name, "config": config})
+        if world == 2:  # the default LP-FT start fits its probe on every rank's features: a gang must run it
+            lpft = json.loads(json.dumps(cases[0]))
+            lpft["name"], lpft["config"]["output"]["uri"] = "cls-lpft-w2", str(tmp / "cls-lpft-w2")
+            del lpft["config"]["training"]["lpFt"]
+            cases.append(lpft)
         world_tmp = tmp / f"world{world}"
         world_tmp.mkdir()
         out.update(run_cases(world_tmp, cases, world=world))
     for name in out:
         out[name]["weights"] = output_weights(tmp / name)
     return out
+
+
+def test_a_gang_fits_the_lp_ft_probe(results: dict[str, Any]) -> None:
+    """LP-FT (on by default) starts from a probe fitted on every rank's features."""
+    assert results["cls-lpft-w2"]["report"]["state"] == "succeeded"
+    assert results["cls-lpft-w2"]["report"]["world_size"] == 2
 
 
 @pytest.mark.parametrize("zero", ZERO_STAGES)

@@ -17,11 +17,12 @@ from kadapt_trainer.checkpoint import (
     TrainState,
     complete_checkpoints,
     is_complete,
+    saved_world_size,
     step_of,
 )
 from kadapt_trainer.config import ProgressReport, StrategySpec, StrategyType, Task, TrainerConfig
 from kadapt_trainer.data import epoch_order, load_text_data
-from kadapt_trainer.engine import HEAD_LR_FACTOR, head_learning_rate, param_groups, warmup_linear
+from kadapt_trainer.engine import HEAD_LR_FACTOR, head_learning_rate, param_groups, schedule_at, warmup_linear
 from kadapt_trainer.errors import BadInputError
 from kadapt_trainer.features import _reduce_head_input
 from kadapt_trainer.modeling import load_model, load_tokenizer, sentence_pooling
@@ -214,6 +215,51 @@ def test_best_checkpoint_survives_rotation(tmp_path: Path) -> None:
     for step in (1, 2, 3):
         manager.save(TrainState(global_step=step, best_step=1), lambda f: (f / "w").write_bytes(b"1"))
     assert sorted(step_of(p) for p in complete_checkpoints(tmp_path)) == [1, 3]
+
+
+def test_rotation_and_resume_prefer_the_current_run(tmp_path: Path) -> None:
+    """A run that started over (its checkpoints did not load) keeps its own, not the old higher steps."""
+    old = CheckpointManager(tmp_path, keep=2, info=dist.DistInfo(0, 2, 0))
+    for step in (30, 40):
+        _write_ckpt(old, step)
+    assert [saved_world_size(p) for p in complete_checkpoints(tmp_path)] == [2, 2]
+    new = CheckpointManager(tmp_path, keep=2, info=dist.DistInfo(0, 1, 0))
+    _write_ckpt(new, 10)
+    assert [step_of(p) for p in complete_checkpoints(tmp_path)] == [10, 40]  # newest by save time first
+    _write_ckpt(new, 20)
+    assert [step_of(p) for p in complete_checkpoints(tmp_path)] == [20, 10], "the old run's were rotated out"
+    assert [saved_world_size(p) for p in complete_checkpoints(tmp_path)] == [1, 1]
+    state = CheckpointManager(tmp_path, keep=2, info=dist.DistInfo(0, 1, 0)).resume(lambda folder: None)
+    assert state is not None and state.global_step == 20
+
+
+def test_resume_names_what_did_not_load_and_stops_on_bad_input(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep=3, info=dist.DistInfo(0, 1, 0))
+    for step in (1, 2):
+        _write_ckpt(manager, step)
+
+    def corrupt(folder: Path) -> None:
+        raise RuntimeError("corrupt")
+
+    assert manager.resume(corrupt) is None
+    assert manager.skipped == ["step-00000002", "step-00000001"]
+
+    def refuse(folder: Path) -> None:
+        raise BadInputError("written by 2 rank(s), this run has 1")
+
+    with pytest.raises(BadInputError, match="2 rank"):  # no fallback to an older one: none would load
+        CheckpointManager(tmp_path, keep=3, info=dist.DistInfo(0, 1, 0)).resume(refuse)
+
+
+def test_schedule_continues_at_a_step_after_a_fresh_optimizer() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(100, 0.1))
+    schedule_at(scheduler, 55)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05) == scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()  # and it goes on from there
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * warmup_linear(100, 0.1)(56))
 
 
 def test_progress_and_metrics_endpoints() -> None:

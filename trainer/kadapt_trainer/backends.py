@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from kadapt_trainer import dist
-from kadapt_trainer.config import TrainerConfig, gradient_accumulation
+from kadapt_trainer.config import Precision, TrainerConfig, gradient_accumulation
 from kadapt_trainer.data import Encoded, collate
 from kadapt_trainer.errors import BadInputError
 from kadapt_trainer.evaluate import evaluate, evaluate_features
@@ -100,10 +101,24 @@ class StepResult:
     tokens: int
 
 
+class CrossWorldResume(StrEnum):
+    """What of a checkpoint written at another world size loads into a backend."""
+
+    #: Everything: weights, optimizer and schedule (the state is not partitioned per rank).
+    FULL = "full"
+    #: The model weights only; the optimizer restarts and the schedule continues at the step
+    #: (ZeRO-1/2 and the bf16 optimizer partition the optimizer state by rank).
+    WEIGHTS = "weights"
+    #: Nothing (ZeRO-3 partitions the weights too): the run must use the original world size.
+    NONE = "none"
+
+
 class Backend(Protocol):
     """What the recipe's loop needs from a way of training."""
 
     device: torch.device
+    #: How a checkpoint from another world size loads (see :class:`CrossWorldResume`).
+    cross_world_resume: CrossWorldResume
 
     def train_step(self, indices: list[int]) -> StepResult:
         """One optimizer step on this global batch (every rank gets the same indices)."""
@@ -117,8 +132,25 @@ class Backend(Protocol):
     def load(self, folder: Path, weights_only: bool = False) -> None:
         """Restore from a checkpoint (weights only: for the best model at the end)."""
 
+    def continue_schedule(self, step: int) -> None:
+        """Put the learning-rate schedule at ``step`` (after a weights-only resume)."""
+
     def save_output(self, out: Path) -> None:
         """Write the trained model (all ranks call; rank 0 writes)."""
+
+
+def engine_cross_world_resume(cfg: TrainerConfig) -> CrossWorldResume:
+    """What of a DeepSpeed checkpoint loads at another world size.
+
+    Without ZeRO the optimizer state sits whole in the model-states file (except under the
+    bf16 optimizer, which partitions it); ZeRO-1/2 partition the optimizer state but keep the
+    weights whole; ZeRO-3 partitions the weights too.
+    """
+    if cfg.deepspeed.zero_stage == 3:
+        return CrossWorldResume.NONE
+    if cfg.deepspeed.zero_stage == 0 and cfg.training.precision != Precision.BF16:
+        return CrossWorldResume.FULL
+    return CrossWorldResume.WEIGHTS
 
 
 class EngineBackend:
@@ -132,6 +164,7 @@ class EngineBackend:
             ctx.model, ctx.cfg, ctx.info.world_size, ctx.applied.head_names, ctx.plan.total_steps
         )
         self.device: torch.device = self.engine.device
+        self.cross_world_resume = engine_cross_world_resume(ctx.cfg)
 
     def train_step(self, indices: list[int]) -> StepResult:
         """One optimizer step in which every target of the global batch weighs the same.
@@ -197,6 +230,12 @@ class EngineBackend:
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint in {folder}")
 
+    def continue_schedule(self, step: int) -> None:
+        """The fresh optimizer's learning rates as the schedule has them at ``step``."""
+        from kadapt_trainer.engine import schedule_at
+
+        schedule_at(self.scheduler, step)
+
     def save_output(self, out: Path) -> None:
         """HF format; under ZeRO-3 the parameters are gathered first."""
         model = self.engine.module
@@ -220,6 +259,7 @@ class CachedHeadBackend:
 
         self.ctx = ctx
         self.device = ctx.device
+        self.cross_world_resume = CrossWorldResume.FULL  # rank 0's file holds the whole state
         model = ctx.model.to(ctx.device)
         _, head = find_head(model, ctx.cfg.task)
         assert ctx.train.labels is not None
@@ -262,6 +302,12 @@ class CachedHeadBackend:
         """Every rank reads rank 0's file."""
         state = torch.load(folder / HEAD_STATE_FILE, map_location="cpu", weights_only=False)
         self.trainer.load_state_dict(state, weights_only=weights_only)
+
+    def continue_schedule(self, step: int) -> None:
+        """The head's learning rate as the schedule has it at ``step``."""
+        from kadapt_trainer.engine import schedule_at
+
+        schedule_at(self.trainer.scheduler, step)
 
     def save_output(self, out: Path) -> None:
         """The whole model (frozen backbone plus trained head) in HF format."""

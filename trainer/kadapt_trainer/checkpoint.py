@@ -5,6 +5,12 @@ writes a manifest of every file and its size, renames the folder to ``step-N`` a
 ``latest`` at it. A folder without a manifest, or whose files do not match it, is
 incomplete: resume skips it and takes the previous one. A gang killed at any moment
 therefore resumes from the newest checkpoint that was fully written.
+
+"Newest" is by save time (recorded in the manifest), not by step: a run that started over
+(because no checkpoint loaded) writes lower steps than the abandoned ones, and both resume
+and rotation must prefer the current run's checkpoints. The manifest also records the world
+size that wrote the checkpoint, which the recipe checks before loading (ZeRO partitions the
+optimizer state per rank).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import torch
 
 from kadapt_trainer import dist
+from kadapt_trainer.errors import BadInputError
 
 CHECKPOINT_PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
@@ -90,13 +97,39 @@ def is_complete(folder: Path) -> bool:
         return False
 
 
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a checkpoint folder ({} when missing or unreadable)."""
+    try:
+        data = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def saved_world_size(folder: Path) -> int | None:
+    """The number of ranks that wrote a checkpoint (None for a manifest without it)."""
+    value = _read_manifest(folder).get("world_size")
+    return int(value) if isinstance(value, int) else None
+
+
+def _saved_at(folder: Path) -> tuple[float, int]:
+    """Sort key, newest last: save time from the manifest (else its mtime), then the step."""
+    value = _read_manifest(folder).get("saved_at")
+    if not isinstance(value, (int, float)):
+        try:
+            value = (folder / MANIFEST_FILE).stat().st_mtime
+        except OSError:
+            value = 0.0
+    return float(value), step_of(folder) or 0
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints, newest first."""
+    """Complete checkpoints, newest (by save time) first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and step_of(p) is not None]
-    found.sort(key=lambda p: step_of(p) or 0, reverse=True)
-    return [p for p in found if is_complete(p)]
+    found = [p for p in root.iterdir() if p.is_dir() and step_of(p) is not None and is_complete(p)]
+    found.sort(key=_saved_at, reverse=True)
+    return found
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -143,6 +176,8 @@ class CheckpointManager:
         self.info = info
         self.last_saved: Path | None = None
         self.last_saved_at: float | None = None
+        #: Complete checkpoints that failed to load in :meth:`resume` (newest first).
+        self.skipped: list[str] = []
 
     def save(self, state: TrainState, write: Callable[[Path], None]) -> Path:
         """Write one checkpoint atomically; ``write(folder)`` runs on every rank."""
@@ -161,10 +196,13 @@ class CheckpointManager:
         if self.info.is_main:
             state.saved_at = time.time()
             _fsync_write(tmp / STATE_FILE, state.to_json())
-            _fsync_write(
-                tmp / MANIFEST_FILE,
-                json.dumps({"step": state.global_step, "world_size": self.info.world_size, "files": _manifest(tmp)}),
-            )
+            manifest = {
+                "step": state.global_step,
+                "world_size": self.info.world_size,
+                "saved_at": state.saved_at,
+                "files": _manifest(tmp),
+            }
+            _fsync_write(tmp / MANIFEST_FILE, json.dumps(manifest))
             if final.exists():
                 shutil.rmtree(final)
             os.rename(tmp, final)
@@ -176,7 +214,7 @@ class CheckpointManager:
         return final
 
     def _rotate(self, state: TrainState) -> None:
-        """Keep the newest ``keep`` checkpoints plus the best one; drop stale temp folders."""
+        """Keep the newest ``keep`` checkpoints (by save time) plus the best one; drop temp folders."""
         complete = complete_checkpoints(self.root)
         best = tag_for(state.best_step) if state.best_step is not None else None
         for old in complete[self.keep :]:
@@ -189,7 +227,9 @@ class CheckpointManager:
         """Load the newest checkpoint that loads on every rank; fall back to older ones.
 
         Rank 0 picks the candidates (complete ones, newest first) so every rank tries the
-        same folder; a folder that fails to load on any rank is skipped by all.
+        same folder; a folder that fails to load on any rank is skipped by all and named in
+        :attr:`skipped`. A :class:`BadInputError` from ``load`` (a checkpoint that cannot load
+        in this configuration, on every rank alike) stops the search: no retry would help.
         """
         candidates = [str(p) for p in complete_checkpoints(self.root)] if self.info.is_main else []
         names = dist.broadcast_object(candidates)
@@ -204,10 +244,13 @@ class CheckpointManager:
                 rng_file = folder / RNG_FILE.format(rank=self.info.rank)
                 if rng_file.exists():
                     set_rng_state(torch.load(rng_file, weights_only=False))
+            except BadInputError:
+                raise
             except Exception as exc:
                 failed = True
                 print(f"kadapt: checkpoint {folder} did not load ({type(exc).__name__}: {exc}); trying an older one")
             if dist.any_rank(failed, device):
+                self.skipped.append(folder.name)
                 continue
             self.last_saved = folder
             self.last_saved_at = state.saved_at

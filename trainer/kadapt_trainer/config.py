@@ -489,6 +489,8 @@ class ProgressReport(BaseModel):
     #: False when the final validation accuracy is not above the majority-class baseline
     #: (the operator raises a Warning Event and condition); None when not applicable.
     better_than_baseline: bool | None = None
+    #: The step the run resumed at from a checkpoint; None when it started fresh (never a guess).
+    resumed_from_step: int | None = None
 
 
 def gradient_accumulation(training: TrainingSpec, world_size: int) -> int:

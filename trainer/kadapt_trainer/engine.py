@@ -91,6 +91,19 @@ def warmup_linear(total_steps: int, warmup_ratio: float) -> Any:
     return factor
 
 
+def schedule_at(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Move a warm-up/decay schedule to ``step`` and set its optimizer's rates accordingly.
+
+    A resume that restarts the optimizer (weights only) continues the schedule where the run
+    was, instead of warming up again from zero.
+    """
+    scheduler.last_epoch = step
+    rates = [base * factor(step) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports
+
+
 def make_optimizer(
     model: nn.Module, cfg: TrainerConfig, head_names: list[str], total_steps: int, all_head: bool = False
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

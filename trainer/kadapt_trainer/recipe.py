@@ -26,12 +26,13 @@ from kadapt_trainer import dist, quality
 from kadapt_trainer.backends import (
     Backend,
     CachedHeadBackend,
+    CrossWorldResume,
     EngineBackend,
     StepResult,
     TrainContext,
     make_plan,
 )
-from kadapt_trainer.checkpoint import CheckpointManager, StopSignal, TrainState, tag_for
+from kadapt_trainer.checkpoint import CheckpointManager, StopSignal, TrainState, saved_world_size, tag_for
 from kadapt_trainer.config import (
     RESULT_FILE,
     ProgressReport,
@@ -145,6 +146,8 @@ class AdaptationRecipe:
         self._last_checkpoint = time.monotonic()
         self._step_seconds: list[float] = []
         self._order: tuple[int, list[int]] = (-1, [])
+        #: Set when the checkpoint resumed from was written at another world size.
+        self._cross_world: tuple[int, CrossWorldResume] | None = None
         self._choice: quality.Choice | None = None
 
     @property
@@ -171,14 +174,18 @@ class AdaptationRecipe:
     # --- setup -------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Load and check everything (bad input fails here), build the backend, resume."""
-        if self.info.is_main and self.options.serve:
-            self.telemetry.serve(progress_port(self.cfg.progress_port))
-        self._ctx = self._prepare()
-        self._announce()
+        """Load and check everything (bad input fails here), build the backend, resume.
+
+        The process group comes first: preparing may already need the ranks (the probe that
+        auto and LP-FT fit gathers every rank's features).
+        """
         from kadapt_trainer.engine import init_process_group
 
+        if self.info.is_main and self.options.serve:
+            self.telemetry.serve(progress_port(self.cfg.progress_port))
         init_process_group()
+        self._ctx = self._prepare()
+        self._announce()
         self._backend = self._build_backend()
         self._resume()
 
@@ -248,17 +255,63 @@ class AdaptationRecipe:
         return EngineBackend(self.ctx)
 
     def _resume(self) -> None:
-        """Continue from the newest checkpoint that loads on every rank, if any."""
-        state = self.checkpoints.resume(self.backend.load)
-        if state is not None:
-            self.state = state
+        """Continue from the newest checkpoint that loads on every rank, if any; say what loaded."""
+        state = self.checkpoints.resume(self._load_for_resume)
+        if state is None:
+            if self.checkpoints.skipped:
+                self._warn(
+                    f"no checkpoint in {self.checkpoints.root} loaded ({', '.join(self.checkpoints.skipped)}); "
+                    "training starts from step 0"
+                )
+            return
+        self.state = state
         saved = self.checkpoints.last_saved
-        if state is not None and state.global_step and self.info.is_main:
-            print(f"kadapt: resumed from {saved} at step {state.global_step}", flush=True)
-        if saved is not None:
-            self.telemetry.update(last_checkpoint=str(saved), eval_metrics=dict(self.state.eval_metrics))
-            self.telemetry.metrics.last_checkpoint.set(self.checkpoints.last_saved_at or 0.0)
-        self.telemetry.metrics.steps.inc(self.state.global_step)
+        note = f"resumed from {saved.name if saved else '?'} at step {state.global_step}"
+        if self._cross_world is not None:
+            note += self._cross_world_note(*self._cross_world)
+            if self._cross_world[1] == CrossWorldResume.WEIGHTS:
+                self.backend.continue_schedule(state.global_step)
+            self._warn(note)
+        elif self.info.is_main:
+            print(f"kadapt: {note}", flush=True)
+        self.telemetry.update(
+            last_checkpoint=str(saved), eval_metrics=dict(state.eval_metrics), resumed_from_step=state.global_step
+        )
+        self.telemetry.metrics.last_checkpoint.set(self.checkpoints.last_saved_at or 0.0)
+        self.telemetry.metrics.steps.inc(state.global_step)
+
+    def _load_for_resume(self, folder: Path) -> None:
+        """Load a checkpoint, first checking the world size that wrote it.
+
+        Raises:
+            BadInputError: the checkpoint cannot load at this world size (ZeRO-3), naming both.
+        """
+        saved, world = saved_world_size(folder), self.info.world_size
+        if saved is None or saved == world:
+            self.backend.load(folder)
+            return
+        how = self.backend.cross_world_resume
+        if how == CrossWorldResume.NONE:
+            raise BadInputError(
+                f"checkpoint {folder} was written by {saved} rank(s) and this run has {world}; "
+                f"ZeRO-3 checkpoints load only at the world size that wrote them: run with {saved} rank(s) "
+                "(resources.workers x gpusPerWorker) to resume, or delete the checkpoints to start over"
+            )
+        self.backend.load(folder, weights_only=how == CrossWorldResume.WEIGHTS)
+        self._cross_world = (saved, how)
+
+    def _cross_world_note(self, saved: int, how: CrossWorldResume) -> str:
+        """How a checkpoint from another world size was taken over, for log, status and summary."""
+        sizes = f" (checkpoint written by {saved} rank(s), this run has {self.info.world_size})"
+        if how == CrossWorldResume.FULL:
+            return sizes + ": weights, optimizer and schedule restored"
+        return sizes + ": weights restored, optimizer state restarted (ZeRO partitions it per rank)"
+
+    def _warn(self, line: str) -> None:
+        """A warning in the log, ``/progress`` and the final result (the run summary shows it)."""
+        if self.info.is_main:
+            print(f"kadapt: warning: {line}", flush=True)
+        self.telemetry.update(warnings=[*self.telemetry.snapshot().warnings, line])
 
     # --- train -------------------------------------------------------------------------
 

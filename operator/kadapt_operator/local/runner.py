@@ -442,7 +442,9 @@ class LocalRun:
         except PodSpecUnsupported as exc:
             return self._summary(RunStatus.FAILED, EXIT_FAILED, None, 0.0, resumed, cause=str(exc))
         if resumed:
-            self.console.print(f"Resuming from the checkpoint in {self.checkpoint_dir}")
+            self.console.print(
+                f"Resuming from the checkpoint in {self.checkpoint_dir} if it loads (the summary says what resumed)"
+            )
         self.console.print(
             f"Running {self.job.metadata.name}: {self.workers} worker(s) x {self.processes_per_worker} "
             f"process(es), logs in {opts.logs_dir}"
@@ -579,7 +581,7 @@ class LocalRun:
             gpu_type=res.gpu_type,
             output_path=str(self.output_dir) if status == RunStatus.SUCCEEDED else None,
             last_checkpoint=report.last_checkpoint,
-            resumed=resumed,
+            resumed=resumed and report.resumed_from_step is not None,  # the trainer's word, not a guess
             already_finished=already_finished,
             cause=cause,
             failed_pod=failed_pod,
