@@ -231,20 +231,7 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
         if live is not None:
             ctx.batch, action = live, ChildAction.KEEP
     try:
-        if action in (ChildAction.CREATE, ChildAction.RECREATE):
-            # A queued Job is created suspended: only Kueue unsuspends it, when it admits it.
-            suspend = want_suspend or queued
-            applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=suspend).objects())
-            ctx.batch, ctx.created_now = applied[-1].obj, True
-        if action == ChildAction.RECREATE:
-            await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
-            ctx.restart_after = None
-        if action == ChildAction.STOP and current is not None:
-            await rt.api().delete(JOBS, ctx.namespace, current.name)
-            ctx.batch = None
-        if action == ChildAction.SET_SUSPEND and current is not None:
-            patch = {"spec": {"suspend": want_suspend}}
-            ctx.batch = await rt.api().patch(JOBS, ctx.namespace, current.name, patch)
+        await carry_out(rt, ctx, action, current, want_suspend=want_suspend, queued=queued)
     except ChildConflict as exc:
         ctx.updates.append(st.CondUpdate(st.CREATED, st.FALSE, st.Reason.CHILD_CONFLICT, str(exc)))
         ctx.phase = st.PENDING
@@ -253,6 +240,36 @@ async def ensure_children(rt: Runtime, ctx: ReconcileContext) -> None:
     if ctx.batch is not None and (ctx.created_now or not st.is_true(ctx.old, st.CREATED)):
         msg = f"created ConfigMap, Service and Job {st.job_view(ctx.batch).name}"
         ctx.updates.append(st.CondUpdate(st.CREATED, st.TRUE, st.Reason.CHILDREN_CREATED, msg))
+
+
+async def carry_out(
+    rt: Runtime,
+    ctx: ReconcileContext,
+    action: ChildAction,
+    current: st.JobView | None,
+    *,
+    want_suspend: bool,
+    queued: bool,
+) -> None:
+    """Do what :func:`decide.decide_children` decided; ``ctx.batch`` is the Job as it is afterwards.
+
+    Raises:
+        ChildConflict: a child's name is taken by an object kadapt does not own.
+    """
+    if action in (ChildAction.CREATE, ChildAction.RECREATE):
+        # A queued Job is created suspended: only Kueue unsuspends it, when it admits it.
+        suspend = want_suspend or queued
+        applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=suspend).objects())
+        ctx.batch, ctx.created_now = applied[-1].obj, True
+    if action == ChildAction.RECREATE:
+        await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
+        ctx.restart_after = None
+    if action == ChildAction.STOP and current is not None:
+        await rt.api().delete(JOBS, ctx.namespace, current.name)
+        ctx.batch = None
+    if action == ChildAction.SET_SUSPEND and current is not None:
+        patch = {"spec": {"suspend": want_suspend}}
+        ctx.batch = await rt.api().patch(JOBS, ctx.namespace, current.name, patch)
 
 
 # -- 5. observe pods ---------------------------------------------------------------------------
