@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from kadapt_operator.k8s import TRAINER_CONTAINER, as_utc, format_time, parse_time, pod_gpus
+from kadapt_operator.k8s import CONTROLLER_UID, TRAINER_CONTAINER, as_utc, format_time, parse_time, pod_gpus
 
 #: Key of the fallback price in the operator's price table.
 DEFAULT_PRICE_KEY = "default"
@@ -109,13 +109,11 @@ def pod_interval(pod: Mapping[str, Any], *, container: str = TRAINER_CONTAINER) 
 
 
 PodT = TypeVar("PodT", bound=Mapping[str, Any])
-#: Label the Job controller puts on its pods: the uid of the Job that owns them.
-_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 
 
 def _owner_job_uid(pod: Mapping[str, Any]) -> str | None:
     meta = pod.get("metadata") or {}
-    uid = (meta.get("labels") or {}).get(_CONTROLLER_UID)
+    uid = (meta.get("labels") or {}).get(CONTROLLER_UID)
     if uid:
         return str(uid)
     for ref in meta.get("ownerReferences") or []:
