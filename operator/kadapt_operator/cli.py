@@ -103,11 +103,13 @@ def _register_layers() -> None:
     """Commands from the other layers; each module exposes ``register(app)``."""
     from kadapt_operator import render_cli
     from kadapt_operator.local import cli as local_cli
+    from kadapt_operator.local import compare as compare_cli
     from kadapt_operator.local import plan as plan_cli
     from kadapt_operator.runtime import cli as runtime_cli
 
     render_cli.register(app)
     local_cli.register(app)
+    compare_cli.register(app)
     plan_cli.register(app)
     runtime_cli.register(app)
 

@@ -126,3 +126,8 @@ def test_resumed_run_ends_with_the_same_weights(
         results["straight"]["report"]["eval_metrics"], abs=1e-6
     )
     assert_same_weights(output_weights(straight), output_weights(resumable))
+    # the training curve (one point per evaluation) is checkpointed: the resumed run's is whole
+    curves = [results[name]["report"]["curve"] for name in ("straight", "resumed")]
+    assert [p["step"] for p in curves[1]] == [p["step"] for p in curves[0]] == [5, 10, 12, 15, 20, 24]
+    for resumed_point, straight_point in zip(curves[1], curves[0], strict=True):
+        assert resumed_point == pytest.approx(straight_point, abs=1e-6)

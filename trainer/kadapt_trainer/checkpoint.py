@@ -55,6 +55,12 @@ class TrainState:
     best_eval_metrics: dict[str, float] = field(default_factory=dict)
     early_stopped: bool = False
     saved_at: float = 0.0
+    #: The training curve, one point per evaluation: step, epoch, the mean training loss since
+    #: the previous point, then that evaluation's metrics. Checkpointed, so a resumed run's
+    #: curve is whole.
+    curve: list[dict[str, float]] = field(default_factory=list)
+    loss_since_point: float = 0.0
+    steps_since_point: int = 0
 
     @classmethod
     def from_json(cls, text: str) -> TrainState:

@@ -491,6 +491,9 @@ class ProgressReport(BaseModel):
     better_than_baseline: bool | None = None
     #: The step the run resumed at from a checkpoint; None when it started fresh (never a guess).
     resumed_from_step: int | None = None
+    #: The training curve, one point per evaluation: step, epoch, mean training loss since the
+    #: previous point, and the evaluation's metrics (``kadapt run`` draws it as a PNG).
+    curve: list[dict[str, float]] = Field(default_factory=list)
 
 
 def gradient_accumulation(training: TrainingSpec, world_size: int) -> int:

@@ -275,7 +275,10 @@ class AdaptationRecipe:
         elif self.info.is_main:
             print(f"kadapt: {note}", flush=True)
         self.telemetry.update(
-            last_checkpoint=str(saved), eval_metrics=dict(state.eval_metrics), resumed_from_step=state.global_step
+            last_checkpoint=str(saved),
+            eval_metrics=dict(state.eval_metrics),
+            resumed_from_step=state.global_step,
+            curve=list(state.curve),
         )
         self.telemetry.metrics.last_checkpoint.set(self.checkpoints.last_saved_at or 0.0)
         self.telemetry.metrics.steps.inc(state.global_step)
@@ -364,6 +367,8 @@ class AdaptationRecipe:
         self.state.global_step += 1
         step = self.state.global_step
         self.state.epoch = step // plan.steps_per_epoch
+        self.state.loss_since_point += outcome.loss
+        self.state.steps_since_point += 1
         self._step_seconds.append(outcome.seconds)
         recent = self._step_seconds[-ETA_WINDOW:]
         per_second = plan.global_batch / outcome.seconds if outcome.seconds > 0 else None
@@ -395,9 +400,19 @@ class AdaptationRecipe:
         metrics = self.backend.evaluate()
         if metrics:
             self._track_best(metrics)
+        self._add_curve_point(metrics)
         self.telemetry.update(state="training", eval_metrics=dict(self.state.eval_metrics))
         self._checkpoint()
         return True
+
+    def _add_curve_point(self, metrics: dict[str, float]) -> None:
+        """One point of the training curve per evaluation (``kadapt run`` draws it)."""
+        state = self.state
+        loss = state.loss_since_point / max(1, state.steps_since_point)
+        epoch = state.global_step / self.ctx.plan.steps_per_epoch
+        state.curve.append({"step": float(state.global_step), "epoch": epoch, "loss": loss, **metrics})
+        state.loss_since_point, state.steps_since_point = 0.0, 0
+        self.telemetry.update(curve=list(state.curve))
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         """Remember the best evaluation; count evaluations without improvement for early stopping."""

@@ -39,6 +39,7 @@ from kadapt_operator.local.executor import (
     plan_pods,
     split_objects,
 )
+from kadapt_operator.local.plots import CURVE_FILE, INSTALL_HINT, plotting_available, training_curve
 from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
 from kadapt_operator.render import render, to_yaml, trainer_config
 from kadapt_operator.settings import OperatorSettings, SettingsError, load_settings
@@ -145,6 +146,8 @@ class RunSummary:
     output_path: str | None = None
     last_checkpoint: str | None = None
     resumed: bool = False
+    #: The training curve PNG in the run directory (loss and eval metric per evaluation).
+    training_curve: str | None = None
     #: The same rendered job had already succeeded in this run folder: nothing was run again.
     already_finished: bool = False
     cause: str | None = None
@@ -181,6 +184,7 @@ class RunSummary:
             "output": self.output_path,
             "lastCheckpoint": self.last_checkpoint,
             "resumed": self.resumed,
+            "trainingCurve": self.training_curve,
             "alreadyFinished": self.already_finished,
             "runDir": self.run_dir,
             "cause": self.cause,
@@ -589,9 +593,24 @@ class LocalRun:
             better_than_baseline=report.better_than_baseline,
             warnings=list(report.warnings),
         )
+        summary.training_curve = self._draw_curve(report, summary)
         with contextlib.suppress(OSError):
             (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         return summary
+
+    def _draw_curve(self, report: ProgressReport, summary: RunSummary) -> str | None:
+        """Draw the trainer's curve into the run directory; the path, or None (said in warnings)."""
+        if not report.curve:
+            return None
+        if not plotting_available():
+            summary.warnings.append(f"training curve not drawn: {INSTALL_HINT}")
+            return None
+        title = f"kadapt run {summary.job}: {summary.strategy or '-'} ({summary.status.value})"
+        try:
+            return str(training_curve(report.curve, self.run_dir / CURVE_FILE, title))
+        except (OSError, ValueError) as exc:
+            summary.warnings.append(f"training curve not drawn: {exc}")
+            return None
 
 
 def summary_table(summary: RunSummary) -> Table:
@@ -625,6 +644,8 @@ def summary_table(summary: RunSummary) -> Table:
         table.add_row("[yellow]warning[/]", Text(warning, style="yellow", overflow="fold"))
     if summary.output_path:
         table.add_row("output", Text(summary.output_path, overflow="fold"))
+    if summary.training_curve:
+        table.add_row("curve", Text(summary.training_curve, overflow="fold"))
     if summary.last_checkpoint and summary.status != RunStatus.SUCCEEDED:
         table.add_row("checkpoint", summary.last_checkpoint)
     table.add_row("run dir", summary.run_dir)
