@@ -831,7 +831,7 @@ def section_a(settings: Settings, fixtures: dict[str, str], log_dir: Path) -> li
 
 
 def section_b(settings: Settings, fixtures: dict[str, str], log_dir: Path) -> dict[str, Any]:
-    """Head-only with cached features vs full fine-tuning (and vs no cache), 3 epochs end to end."""
+    """Head-only with cached features (one L-BFGS solve) vs full fine-tuning and vs no cache (3 epochs), end to end."""
     variants = [
         ("head-only (cached)", "head-only", True),
         ("head-only (no cache)", "head-only", False),

@@ -98,8 +98,10 @@ def test_end_to_end_runs_do_the_same_steps(report: dict[str, Any]) -> None:
     b = report["b"]
     runs = b["runs"]
     assert set(runs) == {"head-only (cached)", "head-only (no cache)", "full"}
-    steps = {r["steps"] for r in runs.values()}
-    assert len(steps) == 1 and steps.pop() > 0
+    # The engine runs take the same optimizer steps; the cached head is one full-batch L-BFGS
+    # solve on the cached features (issue 14.1), so it counts a single step.
+    assert runs["head-only (no cache)"]["steps"] == runs["full"]["steps"] > 0
+    assert runs["head-only (cached)"]["steps"] == 1
     # The cache comparison compares what it says: the cached run trained on cached features,
     # the other two through the DeepSpeed engine.
     assert runs["head-only (cached)"]["backends"] == ["CachedHeadBackend"]
