@@ -33,7 +33,6 @@ from kadapt_operator.local.runner import (
     RunStatus,
     RunSummary,
     localise,
-    print_invalid,
 )
 from kadapt_operator.validation import load_jobs
 
@@ -222,8 +221,8 @@ def compare_command(
     )
     try:
         result = compare(file, names, base, err)
-    except RunInvalid as exc:
-        print_invalid(exc)
+    except RunInvalid as exc:  # kadapt validate FILE lists every error; one line here
+        err.print(f"{exc.source}: invalid: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if output == OutputFormat.JSON:
         Console(soft_wrap=True).print_json(json.dumps(result.to_json()))
