@@ -114,7 +114,7 @@ def test_budget_suspends_the_job_and_raising_it_resumes(cluster: Cluster, operat
 def test_namespace_budget_holds_new_jobs_suspended() -> None:
     with (
         Cluster(namespaces=(NS, "team-b")) as cluster,
-        cluster.operator(namespaces=[NS, "team-b"], settings_overrides={"namespace_budgets": {NS: 0.05}}),
+        cluster.operator(namespaces=[NS, "team-b"], settings_overrides={"namespace_budgets": {NS: 0.05}}) as op,
     ):
         # An earlier job in the namespace already spent more than the namespace's budget.
         spender = cluster.create(AJOBS, job_manifest("spender", NS))
@@ -130,6 +130,8 @@ def test_namespace_budget_holds_new_jobs_suspended() -> None:
         )
         assert spender["metadata"]["uid"]
         cluster.wait_for(lambda: checks.status_of(cluster, "spender", NS).get("cost", {}).get("costSoFar") == 0.1)
+        # The operator's own view (its index of the namespace's jobs) has seen that spend.
+        cluster.wait_for(lambda: op.runtime.namespace_spent(NS) >= 0.1, message="spend reached the operator's index")
         cluster.create(AJOBS, job_manifest("newcomer", NS))
         cluster.create(AJOBS, job_manifest("elsewhere", "team-b"))
         job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "newcomer"))

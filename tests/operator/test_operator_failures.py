@@ -103,7 +103,9 @@ def test_restart_waits_for_the_backoff() -> None:
         new_incarnation(cluster, "slowback", uid)
         created = cluster.get(JOBS, NS, "slowback")
         assert created is not None and after is not None
-        assert parse_time(created["metadata"]["creationTimestamp"]) >= after  # type: ignore[operator]
+        # creationTimestamp has whole seconds: compare at that precision
+        created_at = parse_time(created["metadata"]["creationTimestamp"])
+        assert created_at is not None and created_at >= after.replace(microsecond=0)
 
 
 def test_disruption_does_not_count_against_backoff_limit(cluster: Cluster, operator: OperatorHandle) -> None:
