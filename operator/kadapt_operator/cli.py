@@ -6,9 +6,7 @@ Heavy imports (kopf, torch) happen inside the commands that need them, so that
 
 from __future__ import annotations
 
-import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TypedDict
 
@@ -16,6 +14,7 @@ import typer
 
 from kadapt_operator import __version__
 from kadapt_operator.manifests import read_manifests, skipped_summary
+from kadapt_operator.output import OutputFormat, echo_json, print_invalid
 
 app = typer.Typer(
     name="kadapt",
@@ -34,11 +33,6 @@ class FileResult(TypedDict):
     jobs: list[str]
     errors: list[dict[str, str]]
     skipped: list[str]
-
-
-class OutputFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 @app.command()
@@ -68,17 +62,15 @@ def validate(
     summary = skipped_summary(manifests)
     if output == OutputFormat.JSON:
         skipped = sum(len(r["skipped"]) for r in results)
-        typer.echo(json.dumps({"valid": ok, "skipped": skipped, "files": results}, indent=2))
+        echo_json({"valid": ok, "skipped": skipped, "files": results})
     else:
-        for r in results:
+        for m, r in zip(manifests, results, strict=True):
             if r["valid"]:
                 names = ", ".join(r["jobs"]) or "no AdaptationJob"
                 extra = f"; skipped {len(r['skipped'])}: {', '.join(r['skipped'])}" if r["skipped"] else ""
                 typer.echo(f"{r['file']}: valid ({names}){extra}")
             else:
-                typer.echo(f"{r['file']}: invalid", err=True)
-                for e in r["errors"]:
-                    typer.echo(f"  {e['path']}: {e['message']}", err=True)
+                print_invalid(r["file"], m.errors)
         jobs = sum(len(r["jobs"]) for r in results)
         if summary or len(results) > 1:
             typer.echo(f"{jobs} AdaptationJob(s) in {len(results)} file(s)" + (f"; {summary}" if summary else ""))

@@ -9,16 +9,10 @@ from typing import Any
 import typer
 
 from kadapt_operator.manifests import read_manifests, skipped_summary
+from kadapt_operator.output import print_invalid
 from kadapt_operator.render import cluster_warnings, render, to_yaml
 from kadapt_operator.settings import SettingsError, load_settings
 from kadapt_operator.validation import SpecError, SpecInvalid
-
-
-def _print_invalid(source: str, errors: list[SpecError]) -> None:
-    """Errors in the format of ``kadapt validate``."""
-    typer.echo(f"{source}: invalid", err=True)
-    for e in errors:
-        typer.echo(f"  {e.path}: {e.message}", err=True)
 
 
 def render_files(files: list[Path], settings_file: Path | None) -> None:
@@ -38,7 +32,7 @@ def render_files(files: list[Path], settings_file: Path | None) -> None:
     for manifest in manifests:
         path = manifest.path
         if not manifest.valid:
-            _print_invalid(str(path), manifest.errors)
+            print_invalid(str(path), manifest.errors)
             ok = False
             continue
         jobs = manifest.jobs
@@ -52,7 +46,7 @@ def render_files(files: list[Path], settings_file: Path | None) -> None:
                 prefix = f"[doc {i}] " if len(jobs) > 1 else ""
                 errors.extend(SpecError(prefix + e.path, e.message) for e in exc.errors)
         if errors:
-            _print_invalid(str(path), errors)
+            print_invalid(str(path), errors)
             ok = False
     summary = skipped_summary(manifests)
     if summary:

@@ -18,13 +18,13 @@ from rich.console import Console
 from kadapt_operator.local.runner import (
     RENDERED_FILE,
     LocalRun,
-    OutputFormat,
     RunOptions,
     RunStatus,
     RunSummary,
     has_complete_checkpoint,
     report,
 )
+from kadapt_operator.output import OutputFormat
 from kadapt_operator.render import to_yaml
 from kadapt_trainer.config import RESULT_FILE, ProgressReport
 from tests.conftest import EXAMPLES

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from kadapt_operator.local.runner import OutputFormat, RunOptions, run
+from kadapt_operator.local.runner import RunOptions, run
+from kadapt_operator.output import OutputFormat
 
 
 def run_command(

@@ -8,7 +8,6 @@ model's parameters from their files, and asks the trainer's pure estimator
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kadapt_operator.local.runner import OutputFormat, RunInvalid, RunOptions, load_one_job, localise, print_invalid
+from kadapt_operator.local.runner import RunInvalid, RunOptions, load_one_job, localise
+from kadapt_operator.output import OutputFormat, echo_json, print_invalid
 from kadapt_operator.render import processes_per_worker, trainer_config
 from kadapt_operator.settings import SettingsError, load_settings
 from kadapt_operator.validation import SpecError
@@ -125,10 +125,10 @@ def plan_command(
     try:
         doc = plan_document(options, local=local)
     except RunInvalid as exc:
-        print_invalid(exc)
+        print_invalid(exc.source, exc.errors)
         raise typer.Exit(2) from None
     if output == OutputFormat.JSON:
-        typer.echo(json.dumps(doc, indent=2))
+        echo_json(doc)
     else:
         Console(width=max(Console().width, 130)).print(plan_table(doc))
     raise typer.Exit(0 if doc["fits"] else 1)

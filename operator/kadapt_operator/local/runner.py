@@ -13,7 +13,6 @@ import contextlib
 import json
 import re
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from kadapt_operator.local.executor import (
 )
 from kadapt_operator.local.plots import CURVE_FILE, INSTALL_HINT, plotting_available, training_curve
 from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
+from kadapt_operator.output import OutputFormat, print_invalid
 from kadapt_operator.render import render, to_yaml, trainer_config
 from kadapt_operator.settings import OperatorSettings, SettingsError, load_settings
 from kadapt_operator.validation import SpecError, SpecInvalid, load_jobs, validate_object
@@ -94,11 +94,6 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     STOPPED = "stopped"
     INVALID = "invalid"
-
-
-class OutputFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 @dataclass(frozen=True)
@@ -675,13 +670,6 @@ def report(summary: RunSummary, output: OutputFormat, out: Console, err: Console
             out.print(f"output: {summary.output_path}", soft_wrap=True, highlight=False, markup=False)
 
 
-def print_invalid(exc: RunInvalid) -> None:
-    """Errors in the format of ``kadapt validate`` (stderr)."""
-    print(f"{exc.source}: invalid", file=sys.stderr)
-    for e in exc.errors:
-        print(f"  {e.path}: {e.message}", file=sys.stderr)
-
-
 def run(options: RunOptions, *, show_progress: bool = True) -> int:
     """``kadapt run`` from start to end; returns the process exit code (0 only on success)."""
     err = Console(stderr=True)
@@ -689,7 +677,7 @@ def run(options: RunOptions, *, show_progress: bool = True) -> int:
     try:
         local = LocalRun(options, console=err)
     except RunInvalid as exc:
-        print_invalid(exc)
+        print_invalid(exc.source, exc.errors)
         if options.output == OutputFormat.JSON:
             invalid = RunSummary(
                 job="",
