@@ -510,32 +510,14 @@ class LocalRun:
                 cause="stopped by Ctrl-C; run the same command again to resume from the checkpoint",
             )
         pod: LocalPod | None = gang.failing_pod()
+        failed_pod: str | None = None
+        log_tail: list[str] | None = None
         if pod is None and result.phase == GangPhase.SUCCEEDED:
-            return self._summary(
-                RunStatus.FAILED,
-                EXIT_FAILED,
-                last,
-                wall,
-                resumed,
-                cause=f"the trainers exited 0 but wrote no {RESULT_FILE} in {self.output_dir}",
-            )
-        pod = pod or next((p for p in gang.pods if p.exit_code not in (0, None)), gang.rank0)
-        # A pod that wrote a termination message (the trainer's bad-input cause) explains the gang's failure.
-        pod = next((p for p in gang.pods if p.termination_message()), pod)
-        lines, worker_code = worker_lines(pod.log_tail(400))
-        cause = failure_cause(lines, worker_code if worker_code is not None else pod.exit_code)
-        if last is not None and last.state == "failed" and last.message:
-            cause = last.message
-        cause = pod.termination_message() or cause
+            cause = f"the trainers exited 0 but wrote no {RESULT_FILE} in {self.output_dir}"
+        else:
+            cause, failed_pod, log_tail = _failure(gang, pod, last)
         return self._summary(
-            RunStatus.FAILED,
-            EXIT_FAILED,
-            last,
-            wall,
-            resumed,
-            cause=cause,
-            failed_pod=pod.plan.name,
-            log_tail=lines[-FAILURE_LOG_LINES:],
+            RunStatus.FAILED, EXIT_FAILED, last, wall, resumed, cause=cause, failed_pod=failed_pod, log_tail=log_tail
         )
 
     def _summary(
@@ -606,6 +588,18 @@ class LocalRun:
         except (OSError, ValueError) as exc:
             summary.warnings.append(f"training curve not drawn: {exc}")
             return None
+
+
+def _failure(gang: Gang, pod: LocalPod | None, last: ProgressReport | None) -> tuple[str, str, list[str]]:
+    """Why the gang failed, the pod that explains it, and that pod's last log lines."""
+    pod = pod or next((p for p in gang.pods if p.exit_code not in (0, None)), gang.rank0)
+    # A pod that wrote a termination message (the trainer's bad-input cause) explains the gang's failure.
+    pod = next((p for p in gang.pods if p.termination_message()), pod)
+    lines, worker_code = worker_lines(pod.log_tail(400))
+    cause = failure_cause(lines, worker_code if worker_code is not None else pod.exit_code)
+    if last is not None and last.state == "failed" and last.message:
+        cause = last.message
+    return pod.termination_message() or cause, pod.plan.name, lines[-FAILURE_LOG_LINES:]
 
 
 def summary_table(summary: RunSummary) -> Table:
