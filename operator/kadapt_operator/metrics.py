@@ -179,32 +179,24 @@ class OperatorMetrics:
             "kadapt_job_phase", "1 for the live job's current phase, 0 for the others.",
             (*JOB_LABELS, "phase"), registry=reg,
         )
-        self.job_progress = Gauge(
-            "kadapt_job_progress_ratio", "Optimizer steps done / total steps (0 to 1).", JOB_LABELS, registry=reg
+        def per_job(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, JOB_LABELS, registry=reg)
+
+        self.job_progress = per_job("kadapt_job_progress_ratio", "Optimizer steps done / total steps (0 to 1).")
+        self.job_gpus = per_job("kadapt_job_allocated_gpus", "GPUs held by the job's running pods.")
+        self.job_gpu_seconds = per_job(
+            "kadapt_job_gpu_seconds", "GPU seconds the job has used (from its status ledger)."
         )
-        self.job_gpus = Gauge(
-            "kadapt_job_allocated_gpus", "GPUs held by the job's running pods.", JOB_LABELS, registry=reg
+        self.job_cost = per_job("kadapt_job_cost", "Cost of the job so far.")
+        self.job_projected_cost = per_job(
+            "kadapt_job_projected_cost", "Projected cost at completion (absent until an ETA is known)."
         )
-        self.job_gpu_seconds = Gauge(
-            "kadapt_job_gpu_seconds", "GPU seconds the job has used (from its status ledger).", JOB_LABELS,
-            registry=reg,
+        self.job_eta = per_job("kadapt_job_eta_seconds", "Estimated seconds to completion (absent until known).")
+        self.job_budget_ratio = per_job(
+            "kadapt_job_budget_used_ratio", "Largest share of maxCost or maxGPUHours used (absent without budget)."
         )
-        self.job_cost = Gauge("kadapt_job_cost", "Cost of the job so far.", JOB_LABELS, registry=reg)
-        self.job_projected_cost = Gauge(
-            "kadapt_job_projected_cost", "Projected cost at completion (absent until an ETA is known).",
-            JOB_LABELS, registry=reg,
-        )
-        self.job_eta = Gauge(
-            "kadapt_job_eta_seconds", "Estimated seconds to completion (absent until known).", JOB_LABELS,
-            registry=reg,
-        )
-        self.job_budget_ratio = Gauge(
-            "kadapt_job_budget_used_ratio", "Largest share of maxCost or maxGPUHours used (absent without budget).",
-            JOB_LABELS, registry=reg,
-        )
-        self.job_restarts = Gauge(
-            "kadapt_job_restart_count", "Gang restarts of the job so far (status.restarts).", JOB_LABELS,
-            registry=reg,
+        self.job_restarts = per_job(
+            "kadapt_job_restart_count", "Gang restarts of the job so far (status.restarts)."
         )
         self._per_job = (
             self.job_progress, self.job_gpus, self.job_gpu_seconds, self.job_cost, self.job_projected_cost,
