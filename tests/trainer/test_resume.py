@@ -21,6 +21,7 @@ import pytest
 from kadapt_trainer.checkpoint import MANIFEST_FILE, complete_checkpoints, step_of
 from kadapt_trainer.config import EXIT_STOPPED, RESULT_FILE
 from kadapt_trainer.dist import free_port
+from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV
 from tests.trainer.conftest import ROOT, trainer_env
 
 pytestmark = pytest.mark.slow
@@ -52,14 +53,16 @@ def _get(port: int, path: str) -> tuple[int, str]:
 class Trainer:
     """One ``python -m kadapt_trainer`` process with its progress port."""
 
-    def __init__(self, config: Path, log: Path, launcher: list[str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, launcher: list[str] | None = None, hold: int | None = None) -> None:
         self.port = free_port()
+        # Held after step ``hold``: the signal the test sends lands mid-run however fast this machine trains.
+        held = {HOLD_AFTER_STEP_ENV: str(hold)} if hold else {}
         self.log = log
         self._fh = open(log, "w")  # noqa: SIM115 (closed in wait)
         self.proc = subprocess.Popen(
             [*(launcher or [sys.executable]), "-m", "kadapt_trainer", "--config", str(config)],
             cwd=ROOT,
-            env=trainer_env(KADAPT_PROGRESS_PORT=str(self.port)),
+            env=trainer_env(KADAPT_PROGRESS_PORT=str(self.port), **held),
             stdout=self._fh,
             stderr=subprocess.STDOUT,
         )
@@ -121,7 +124,7 @@ def test_sigterm_sigkill_truncation_resume(tmp_path: Path, tiny_models: Any, tin
     ckpts = tmp_path / "out" / "checkpoints"
 
     # 1. SIGTERM mid-run: a checkpoint at the step it stopped on, exit 143
-    first = Trainer(config, tmp_path / "run1.log")
+    first = Trainer(config, tmp_path / "run1.log", hold=25)
     report = first.wait_for_step(25)
     status, body = _get(first.port, "/healthz")
     assert status == 200 and json.loads(body)["ok"] is True
@@ -145,7 +148,7 @@ def test_sigterm_sigkill_truncation_resume(tmp_path: Path, tiny_models: Any, tin
         fh.truncate(manifest[biggest] // 2)
     previous = step_of(newest[1])
     assert previous is not None and previous < stopped
-    second = Trainer(config, tmp_path / "run2.log")
+    second = Trainer(config, tmp_path / "run2.log", hold=previous + 25)
     second.wait_for_step(previous + 25)
     assert _resumed_from(second.output()) == previous
 
@@ -170,7 +173,7 @@ def test_gang_sigterm_through_the_launcher(tmp_path: Path, tiny_models: Any, tin
         sys.executable, "-m", "kadapt_trainer.launch", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
     ]  # fmt: skip
-    gang = Trainer(config, tmp_path / "gang.log", launcher=launcher)
+    gang = Trainer(config, tmp_path / "gang.log", launcher=launcher, hold=12)
     report = gang.wait_for_step(12)
     assert report["world_size"] == 2
     gang.proc.send_signal(signal.SIGTERM)
