@@ -141,7 +141,11 @@ FAILED = "Failed"
 BUDGET_EXCEEDED = "BudgetExceeded"
 #: Kueue holds the Job suspended (waiting for admission, or preempted).
 QUEUED = "Queued"
-CONDITION_TYPES = (CREATED, QUEUED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED)
+#: Set when a finished classification job is judged against always predicting the majority class.
+BETTER_THAN_BASELINE = "BetterThanBaseline"
+CONDITION_TYPES = (
+    CREATED, QUEUED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED, BUDGET_EXCEEDED, BETTER_THAN_BASELINE
+)
 PENDING = "Pending"
 #: Every ``status.phase``, in the order of a job's life (the jobs-by-phase metric reports each).
 PHASES = (PENDING, QUEUED, CREATED, RUNNING, SUSPENDED, RESTARTING, SUCCEEDED, FAILED)

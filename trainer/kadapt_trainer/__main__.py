@@ -1,8 +1,10 @@
 """``python -m kadapt_trainer --config PATH``: the entry point of every worker process.
 
-Exit codes: 0 done; 2 bad input or a diverged (NaN/inf) loss, no retry can fix it (one line
-on stderr and in the container's termination message); 143 stopped by SIGTERM/SIGINT after a
-checkpoint (the Job's podFailurePolicy ignores it); 1 anything else.
+Exit codes: 0 done (rank 0 writes the final figures, compact JSON, to the termination message,
+so that the operator's status shows them instead of its last poll); 2 bad input or a diverged
+(NaN/inf) loss, no retry can fix it (one line on stderr and in the container's termination
+message); 143 stopped by SIGTERM/SIGINT after a checkpoint (the Job's podFailurePolicy
+ignores it); 1 anything else.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kadapt_trainer.checkpoint import StopSignal
     from kadapt_trainer.errors import BadInputError, record_exit, write_termination_message
+    from kadapt_trainer.final_summary import write_final_summary
     from kadapt_trainer.recipe import Stopped, load_config, run
 
     stop = StopSignal().install()
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             f"metrics {report.eval_metrics}, output {report.output_uri}",
             flush=True,
         )
+        write_final_summary(report)
     return 0
 
 

@@ -34,6 +34,7 @@ WARNING_REASONS = frozenset(
         Reason.DEADLINE_EXCEEDED,
         Reason.BAD_INPUT,
         Reason.IMMUTABLE_FIELD_CHANGED,
+        Reason.NO_BETTER_THAN_BASELINE,
         costing.REASON_MAX_COST,
         costing.REASON_MAX_GPU_HOURS,
         costing.REASON_NAMESPACE_BUDGET,

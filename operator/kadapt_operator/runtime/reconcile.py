@@ -51,6 +51,7 @@ from kadapt_operator.runtime.options import PREFIX
 from kadapt_operator.runtime.stored import StoredMeta, meta_of, run_policy_of, status_of
 from kadapt_operator.runtime.world import JOB_INDEX, Key, Runtime, utcnow
 from kadapt_operator.validation import SpecInvalid
+from kadapt_trainer.final_summary import FinalSummary
 
 log = logging.getLogger("kadapt.operator")
 
@@ -129,6 +130,8 @@ async def parse_or_settle(
             await expire(rt, key, run_policy_of(body).ttl_seconds_after_finished, old, now)
         return None
     if old.phase in st.TERMINAL_PHASES:
+        if old.phase == st.SUCCEEDED:
+            await settle_final(rt, key, meta_of(body), job, old, now)
         if trigger == Trigger.TICK:
             await expire(rt, key, job.spec.run_policy.ttl_seconds_after_finished, old, now)
         return None
@@ -332,6 +335,9 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
     elif outcome == Outcome.SUCCEEDED:
         ctx.status.completion_time = k8s.kube_time(ctx.now)
         ctx.status.output = OutputStatus(uri=ctx.job.spec.output.uri, metrics=ctx.old.output.metrics)
+        summary = termination.final_summary(gang_pods(ctx))
+        if summary is not None:
+            ctx.updates.extend(final_figures(ctx.status, summary, ctx.job.spec.output.uri))
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
     elif outcome == Outcome.DEADLINE:
         ctx.phase = st.FAILED
@@ -348,12 +354,52 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
     ctx.updates.extend(decide.settle_conditions(ctx.phase, ctx.old))
 
 
+def gang_pods(ctx: ReconcileContext) -> list[dict[str, Any]]:
+    """The Pod objects of the current incarnation of the gang."""
+    current = {view.name for view in st.current_pods(ctx.views, ctx.job_view)}
+    return [pod for pod, view in zip(ctx.pods, ctx.views, strict=True) if view.name in current]
+
+
 def permanent_failure(ctx: ReconcileContext) -> termination.Termination | None:
     """The current gang's first pod whose trainer ended with bad input (exit 2), or None."""
-    current = {view.name for view in st.current_pods(ctx.views, ctx.job_view)}
-    return termination.permanent_failure(
-        pod for pod, view in zip(ctx.pods, ctx.views, strict=True) if view.name in current
-    )
+    return termination.permanent_failure(gang_pods(ctx))
+
+
+def final_figures(status: AdaptationJobStatus, summary: FinalSummary, output_uri: str | None) -> list[st.CondUpdate]:
+    """Put the trainer's final result into ``status`` (not the last poll); the conditions it sets.
+
+    The last ``/progress`` poll can be a whole poll interval old when the pods exit (a stale
+    step, loss and metrics); rank 0's termination message holds the figures of the end.
+    """
+    status.progress = termination.final_progress(summary, status.progress)
+    status.output = OutputStatus(uri=output_uri, metrics=dict(status.progress.eval_metrics))
+    if summary.last_checkpoint:
+        status.last_checkpoint = progress.user_uri(summary.last_checkpoint)
+    verdict = termination.baseline_condition(summary)
+    return [verdict] if verdict is not None else []
+
+
+async def settle_final(
+    rt: Runtime, key: Key, meta: StoredMeta, job: AdaptationJob, old: AdaptationJobStatus, now: datetime
+) -> None:
+    """A Succeeded job whose rank 0 pod showed its final summary only after the Job completed.
+
+    The Job and pod watches are separate streams: the Job's completion can be seen first, so
+    the figures are recorded on whatever wakes the job next (a pod event, a tick). Writes
+    nothing when the status already holds them.
+    """
+    batch = rt.batch_job(key, meta.uid)
+    if batch is None:
+        return
+    uid = st.job_view(batch).uid
+    summary = termination.final_summary(p for p in rt.pods(key) if st.pod_view(p).owner_uid == uid)
+    if summary is None:
+        return
+    new = old.model_copy(deep=True)
+    updates = final_figures(new, summary, job.spec.output.uri)
+    new.conditions = st.set_conditions(old.conditions, updates, now=now, generation=meta.generation)
+    await rt.write_status(key, meta, old, new)
+    rt.metrics.observe_job(job_sample(key[0], key[1], new, job.spec.budget, allocated=0))
 
 
 async def restart(rt: Runtime, ctx: ReconcileContext) -> str:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 # Condition types and phases (the cross-team contract) live with the status model in api.py.
+from kadapt_operator.api import BETTER_THAN_BASELINE as BETTER_THAN_BASELINE
 from kadapt_operator.api import BUDGET_EXCEEDED as BUDGET_EXCEEDED
 from kadapt_operator.api import CONDITION_TYPES as CONDITION_TYPES
 from kadapt_operator.api import CREATED as CREATED
@@ -69,6 +70,9 @@ class Reason(StrEnum):
     WAITING_FOR_ADMISSION = "WaitingForAdmission"
     PREEMPTED = "Preempted"
     ADMITTED = "Admitted"
+    #: The finished model is no better than always predicting the majority class (issue 12.9).
+    NO_BETTER_THAN_BASELINE = "NoBetterThanBaseline"
+    BEATS_BASELINE = "BeatsBaseline"
 
 
 #: Container waiting reasons that mean the image will not start without a user's fix.

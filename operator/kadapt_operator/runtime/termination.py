@@ -14,19 +14,26 @@ Contract for the caller (the reconcile's restart decision):
 - ``permanent_failure(pods)`` returns the first pod (lowest completion index) whose trainer
   ended with ``Outcome.BAD_INPUT``, or ``None``: when it returns one, fail the job now with
   ``termination.cause`` (reason ``BadInput``) and do not restart the gang; peers that then
-  exit 1 on the broken rendezvous do not change that.
+  exit 1 on the broken rendezvous do not change that;
+- ``final_summary(pods)`` returns rank 0's final figures (a ``FinalSummary``) once its trainer
+  exited 0, or ``None``: on success the trainer writes them to the same termination message,
+  so the finished job's status shows the true final step, loss and metrics instead of the
+  last ``/progress`` poll; ``final_progress`` and ``baseline_condition`` map them to status.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kadapt_operator.api import Progress
 from kadapt_operator.k8s import COMPLETION_INDEX, TRAINER_CONTAINER
+from kadapt_operator.runtime import status as st
 from kadapt_trainer.config import EXIT_BAD_INPUT, EXIT_STOPPED
+from kadapt_trainer.final_summary import FinalSummary
 
 #: The trainer's own error line, found when the kubelet fell back to the log's tail.
 _TRAINER_ERROR = re.compile(r"kadapt-trainer: error: (.+)")
@@ -56,6 +63,8 @@ class Termination:
     cause: str
     reason: str | None = None
     index: int | None = None
+    #: The termination message as written (on success: the trainer's final summary).
+    message: str = field(default="", compare=False, repr=False)
 
     @property
     def permanent(self) -> bool:
@@ -110,7 +119,8 @@ def classify_pod(pod: Mapping[str, Any], container: str = TRAINER_CONTAINER) -> 
     raw_index = (meta.get("annotations") or {}).get(COMPLETION_INDEX)
     index = int(raw_index) if isinstance(raw_index, str) and raw_index.isdigit() else None
     cause = "" if outcome == Outcome.SUCCEEDED else cause_of(terminated.get("message"), code, reason)
-    return Termination(str(meta.get("name", "")), code, outcome, cause, reason, index)
+    message = str(terminated.get("message") or "")
+    return Termination(str(meta.get("name", "")), code, outcome, cause, reason, index, message)
 
 
 def permanent_failure(pods: Iterable[Mapping[str, Any]], container: str = TRAINER_CONTAINER) -> Termination | None:
@@ -119,3 +129,62 @@ def permanent_failure(pods: Iterable[Mapping[str, Any]], container: str = TRAINE
     if not found:
         return None
     return min(found, key=lambda t: (t.index is None, t.index or 0, t.pod))
+
+
+def final_summary(pods: Iterable[Mapping[str, Any]], container: str = TRAINER_CONTAINER) -> FinalSummary | None:
+    """Rank 0's final figures, once its trainer exited 0 with a summary; None otherwise.
+
+    Only rank 0 (completion index 0) writes one; an older trainer, or a message the kubelet
+    replaced with a log tail, gives None and the status keeps its last poll.
+    """
+    for pod in pods:
+        ended = classify_pod(pod, container)
+        if ended is not None and ended.index == 0 and ended.outcome == Outcome.SUCCEEDED:
+            return FinalSummary.parse(ended.message)
+    return None
+
+
+def final_progress(summary: FinalSummary, last: Progress) -> Progress:
+    """``status.progress`` of a finished job: the final step, loss and metrics, 100%, no ETA.
+
+    The trainer can end before ``total_steps`` (early stopping): the job is still done, so the
+    percentage is 100; the step says where it stopped. Unknown fields keep the last poll's value.
+    """
+    return Progress(
+        step=summary.step,
+        total_steps=summary.total_steps or last.total_steps,
+        epoch=round(summary.epoch, 4),
+        percent=100.0,
+        eta_seconds=0.0,
+        samples_per_second=last.samples_per_second,
+        loss=last.loss if summary.loss is None else round(summary.loss, 4),
+        eval_metrics={k: round(float(v), 4) for k, v in sorted(summary.eval_metrics.items())}
+        or dict(last.eval_metrics),
+    )
+
+
+#: What the Warning says when the model is no better than the majority-class baseline.
+NO_BETTER_MESSAGE = "the trained model is no better than always predicting the majority class"
+#: Said when the trainer's own sentence (with the figures) did not reach the summary.
+NO_BETTER_ADVICE = "it has not learned the task; check the labels, the learning rate and the amount of data"
+
+
+def baseline_condition(summary: FinalSummary) -> st.CondUpdate | None:
+    """``BetterThanBaseline`` from the final validation report; None when it does not apply.
+
+    False (reason ``NoBetterThanBaseline``, a Warning Event) when the model does not beat the
+    majority class: the job still Succeeded, but must not read as a quiet success.
+    """
+    if summary.better_than_baseline is None:
+        return None
+    if summary.better_than_baseline:
+        return st.CondUpdate(
+            st.BETTER_THAN_BASELINE,
+            st.TRUE,
+            st.Reason.BEATS_BASELINE,
+            "the model beats always predicting the majority class on the validation data",
+        )
+    # The trainer's sentence names the split, both accuracies and the majority class.
+    detail = next((w for w in reversed(summary.warnings) if "most frequent class" in w), NO_BETTER_ADVICE)
+    message = f"{NO_BETTER_MESSAGE}: {detail}"
+    return st.CondUpdate(st.BETTER_THAN_BASELINE, st.FALSE, st.Reason.NO_BETTER_THAN_BASELINE, message[:MAX_CAUSE])
