@@ -10,10 +10,7 @@ model no better than the majority class gets a Warning Event and a condition, st
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ from kadapt_trainer.final_summary import FinalSummary, write_final_summary
 from tests.harness import checks
 from tests.harness.emulator import AJOBS, JOBS, PODS, Cluster, OperatorHandle, complete_job_status, job_manifest
 from tests.harness.emulator import terminated_status as terminated
+from tests.harness.progress import serve_progress
 from tests.operator.test_termination import pod
 
 NS = "team-a"
@@ -136,20 +134,6 @@ def test_the_baseline_verdict_becomes_a_condition() -> None:
 
 
 # -- against the emulator, with the real operator ----------------------------------------------
-class _Progress(BaseHTTPRequestHandler):
-    report: dict[str, Any] = {}
-
-    def do_GET(self) -> None:
-        body = json.dumps(self.report).encode()
-        self.send_response(200 if self.path == "/progress" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 #: The last poll before the pods exit: a third of the way.
 STALE = {"state": "training", "step": 54, "total_steps": 162, "epoch": 1.0, "loss": 0.9,
          "eta_seconds": 300.0, "eval_metrics": {"accuracy": 0.55}}
@@ -158,13 +142,8 @@ STALE = {"state": "training", "step": 54, "total_steps": 162, "epoch": 1.0, "los
 @pytest.fixture()
 def stale_progress() -> Iterator[int]:
     """Rank 0's /progress on a free local port, stuck at step 54 of 162."""
-    handler = type("Handler", (_Progress,), {"report": STALE})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serve_progress(STALE) as (port, _):
+        yield port
 
 
 def finish(cluster: Cluster, name: str, port: int, message: str) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -28,6 +26,7 @@ from tests.harness.emulator import (
     unschedulable_status,
     waiting_status,
 )
+from tests.harness.progress import FakeProgress, serve_progress
 
 NS = "team-a"
 
@@ -163,34 +162,15 @@ def test_created_suspended_job_renders_a_suspended_job(cluster: Cluster, operato
     cluster.wait_for(lambda: status_of(cluster, "born-paused").get("phase") == "Suspended")
 
 
-class _Progress(BaseHTTPRequestHandler):
-    report: dict[str, Any] = {}
-
-    def do_GET(self) -> None:
-        body = json.dumps(self.report).encode()
-        self.send_response(200 if self.path == "/progress" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture()
-def trainer_progress() -> Iterator[tuple[int, type[_Progress]]]:
+def trainer_progress() -> Iterator[tuple[int, type[FakeProgress]]]:
     """A stand-in for rank 0's /progress on a free local port (the trainer's contract, faked)."""
-    handler = type("Handler", (_Progress,), {"report": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-    server.server_close()
+    with serve_progress({}) as served:
+        yield served
 
 
 def test_progress_is_polled_from_rank_0_and_patched_on_change(
-    trainer_progress: tuple[int, type[_Progress]],
+    trainer_progress: tuple[int, type[FakeProgress]],
 ) -> None:
     port, handler = trainer_progress
     handler.report = {
@@ -255,7 +235,7 @@ def test_operator_restart_mid_job_creates_no_duplicates() -> None:
 
 
 def test_a_pods_progress_port_annotation_wins_over_the_setting(
-    cluster: Cluster, operator: OperatorHandle, trainer_progress: tuple[int, type[_Progress]]
+    cluster: Cluster, operator: OperatorHandle, trainer_progress: tuple[int, type[FakeProgress]]
 ) -> None:
     # Pods run side by side on one address (the local kubelet): each says where it serves /progress.
     port, handler = trainer_progress
