@@ -73,6 +73,10 @@ class Reason(StrEnum):
     #: The finished model is no better than always predicting the majority class (issue 12.9).
     NO_BETTER_THAN_BASELINE = "NoBetterThanBaseline"
     BEATS_BASELINE = "BeatsBaseline"
+    #: Succeeded at once from the recorded result of an identical earlier job (GitOps re-apply).
+    REUSED_RESULT = "ReusedResult"
+    #: Every field of the current spec generation is in effect (SpecApplied=True).
+    SPEC_APPLIED = "SpecApplied"
 
 
 #: Container waiting reasons that mean the image will not start without a user's fix.
