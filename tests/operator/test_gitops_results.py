@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
+import pytest
 
 from kadapt_operator.api import AdaptationJobStatus
 from kadapt_operator.results import (
@@ -21,6 +24,9 @@ from kadapt_operator.results import (
     reuse_message,
     spec_hash,
 )
+from kadapt_operator.runtime import reuse
+from kadapt_operator.runtime.client import CONFIG_MAPS, ApiError, Kind, KubeClient
+from kadapt_operator.runtime.options import RuntimeOptions
 from kadapt_operator.runtime.pinned import (
     ANN_STARTED_SPEC,
     Pinned,
@@ -30,8 +36,10 @@ from kadapt_operator.runtime.pinned import (
     spec_condition,
     started_annotation,
 )
+from kadapt_operator.runtime.world import Runtime
+from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import validate_object
-from tests.harness.emulator import job_manifest
+from tests.harness.emulator import TEST_SETTINGS, job_manifest
 
 
 def _job(uid: str, **meta: Any) -> Any:
@@ -116,3 +124,70 @@ def test_without_a_readable_started_spec_the_current_spec_is_used() -> None:
     job = _job("uid-1")
     assert pin(job, {}) == Pinned(job)
     assert pin(job, {ANN_STARTED_SPEC: "{not json"}) == Pinned(job)
+
+
+class _ConfigMapStore(KubeClient):
+    """The API server's side of ``kadapt-results`` for :func:`reuse.remember`: a resourceVersion-guarded
+    merge patch, and a scripted answer per write (None: accept) to play a racing writer or a refusal."""
+
+    def __init__(self, answers: list[ApiError | None]) -> None:  # no connection pool: nothing is sent
+        self.stored: dict[str, Any] | None = None
+        self.answers = answers
+        self.writes: list[dict[str, Any]] = []
+
+    def _answer(self) -> None:
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        assert (kind, name) == (CONFIG_MAPS, RESULTS_CONFIG_MAP)
+        return copy.deepcopy(self.stored)
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(obj)
+        self._answer()
+        self.stored = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+        return self.stored
+
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, patch: dict[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        assert self.stored is not None
+        self.writes.append(patch)
+        self._answer()
+        assert patch["metadata"]["resourceVersion"] == self.stored["metadata"]["resourceVersion"], "unguarded write"
+        data = {**self.stored["data"], **patch["data"]}
+        version = str(int(self.stored["metadata"]["resourceVersion"]) + 1)
+        self.stored = {**self.stored, "data": {k: v for k, v in data.items() if v is not None},
+                       "metadata": {**self.stored["metadata"], "resourceVersion": version}}
+        return self.stored
+
+
+def _remember(store: _ConfigMapStore, uid: str, **changes: Any) -> None:
+    doc = job_manifest("tuned", "team-a")
+    doc["metadata"]["uid"] = uid
+    doc["spec"]["training"].update(changes)
+    status = AdaptationJobStatus(completion_time=datetime(2026, 12, 1, 3, tzinfo=UTC))
+    status.output.metrics = {"accuracy": 0.9}
+    settings = OperatorSettings.model_validate(TEST_SETTINGS)
+    runtime = Runtime(settings=settings, options=RuntimeOptions(namespaces=("team-a",)), client=store)
+    asyncio.run(reuse.remember(runtime, validate_object(doc), status))
+
+
+def test_recording_creates_the_configmap_then_patches_it_guarded_and_reads_again_after_a_conflict() -> None:
+    store = _ConfigMapStore([None, ApiError(409, "the object has been modified", "Conflict"), None])
+    _remember(store, "uid-1")
+    assert store.stored is not None and len(store.stored["data"]) == 1
+    _remember(store, "uid-2", epochs=9)  # another spec: a second record, written again after the conflict
+    assert len(store.writes) == 3 and len(store.stored["data"]) == 2
+    _remember(store, "uid-2", epochs=9)
+    assert len(store.writes) == 3, "an identical record is not written again"
+
+
+def test_a_refused_record_is_skipped_and_an_unavailable_api_server_retried() -> None:
+    store = _ConfigMapStore([ApiError(403, "forbidden", "Forbidden")])
+    _remember(store, "uid-1")  # logged: the job still succeeds, an identical one would train again
+    assert store.stored is None
+    with pytest.raises(ApiError):
+        _remember(_ConfigMapStore([ApiError(503, "unavailable", "ServiceUnavailable")]), "uid-1")
