@@ -690,8 +690,14 @@ def start_operator(
     liveness: str | None = None,
     metrics: OperatorMetrics | None = None,
     operator_namespace: str = OPERATOR_NAMESPACE,
+    peering: tuple[str, int] | None = None,
+    identity: str | None = None,
 ) -> OperatorHandle:
-    """Start the kadapt operator in a thread; stop it with ``handle.stop()``."""
+    """Start the kadapt operator in a thread; stop it with ``handle.stop()``.
+
+    ``peering``: (peering name, priority) to run as one of several peered replicas, with
+    ``identity`` as its peer id; standalone when None.
+    """
     from kadapt_operator.runtime.options import RuntimeOptions
     from kadapt_operator.runtime.startup import run_operator
     from kadapt_operator.settings import OperatorSettings
@@ -702,14 +708,16 @@ def start_operator(
     options = RuntimeOptions(
         namespaces=tuple(namespaces),
         clusterwide=False,
-        standalone=True,
+        standalone=peering is None,
+        peering_name=peering[0] if peering else None,
+        priority=peering[1] if peering else 0,
         kubeconfig=kubeconfig,
         fast=fast,
         liveness_endpoint=liveness,
         operator_namespace=operator_namespace,
     )
     # A fresh metrics registry per operator: no test sees another operator's counts.
-    runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics())
+    runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics(), identity=identity)
     handle = OperatorHandle(thread=threading.Thread(), stop_flag=stop_flag, ready_flag=ready_flag, runtime=runtime)
 
     def target() -> None:

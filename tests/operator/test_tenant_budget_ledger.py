@@ -12,6 +12,8 @@ once: with the test price of 3.6 per GPU-hour one GPU-second costs 0.001.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,8 +28,10 @@ from tests.harness.emulator import (
     PODS,
     SERVICES,
     Cluster,
+    OperatorHandle,
     job_manifest,
     running_status,
+    start_operator,
 )
 
 NS = "team-a"
@@ -193,3 +197,32 @@ def test_last_periods_spend_does_not_count_in_this_one() -> None:
             assert released["reason"] == "WithinBudget"
             assert (cluster.get(JOBS, NS, "patient") or {})["spec"]["suspend"] is False
             assert checks.creations(cluster, SERVICES, NS, "patient") == 1
+
+
+def test_only_the_active_replica_books_the_ledger() -> None:
+    """Two peered replicas: the paused one books nothing (and keeps no stale ledger to judge by)."""
+    from tests.operator.test_ha import PEERING, _install_peering
+
+    settings = {"namespace_budgets": {NS: 1000.0}}
+
+    @contextmanager
+    def replica(cluster: Cluster, identity: str, priority: int) -> Iterator[OperatorHandle]:
+        handle = start_operator(cluster.kubeconfig, [NS], settings, peering=(PEERING, priority), identity=identity)
+        try:
+            assert handle.ready_flag.wait(30), f"replica {identity} did not start: {handle.errors}"
+            yield handle
+        finally:
+            handle.stop()
+
+    with Cluster(namespaces=(NS,)) as cluster:
+        _install_peering(cluster)
+        with replica(cluster, "replica-a", 100) as a:
+            cluster.create(AJOBS, job_manifest("shared", NS))
+            checks.start_gang(cluster, "shared", NS)
+            cluster.wait_for(lambda: NS in a.runtime.ledgers, message="A books while alone")
+            with replica(cluster, "replica-b", 200) as b:
+                b.wait_handled(NS, "shared", more=3, trigger="tick")  # B is active and ticking
+                b.wait_handled(NS, "shared", more=5, trigger="tick")
+                assert NS in b.runtime.ledgers, "the active replica books"
+                assert NS not in a.runtime.ledgers, "a paused replica must not book (or judge by a stale ledger)"
+                assert a.errors == [] and b.errors == []

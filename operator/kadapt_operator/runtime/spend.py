@@ -142,14 +142,20 @@ async def namespace_ledger(rt: Runtime, namespace: str) -> NamespaceLedger:
     cached = rt.ledgers.get(namespace)
     if cached is not None:
         return cached
-    stored = await rt.api().get(CONFIG_MAPS, operator_namespace(rt), spend_ledger.ledger_name(namespace))
-    read, problems = NamespaceLedger.from_data(
-        namespace, (stored or {}).get("data"), rt.settings.namespace_budget_period
-    )
-    for problem in problems:
-        log.warning("%s", problem)
-    rt.ledgers[namespace] = read
-    return read
+    # One read for the many reconciles of a namespace that start together (a restart's resumes).
+    # The prefix ends with "-", which no namespace name does: no job's key is this one.
+    async with rt.lock((spend_ledger.LEDGER_PREFIX, namespace)):
+        cached = rt.ledgers.get(namespace)
+        if cached is not None:
+            return cached
+        stored = await rt.api().get(CONFIG_MAPS, operator_namespace(rt), spend_ledger.ledger_name(namespace))
+        read, problems = NamespaceLedger.from_data(
+            namespace, (stored or {}).get("data"), rt.settings.namespace_budget_period
+        )
+        for problem in problems:
+            log.warning("%s", problem)
+        rt.ledgers[namespace] = read
+        return read
 
 
 async def namespace_verdict(rt: Runtime, namespace: str, now: datetime) -> tuple[costing.BudgetDecision | None, bool]:
