@@ -124,6 +124,7 @@ def test_without_a_readable_started_spec_the_current_spec_is_used() -> None:
     job = _job("uid-1")
     assert pin(job, {}) == Pinned(job)
     assert pin(job, {ANN_STARTED_SPEC: "{not json"}) == Pinned(job)
+    assert pin(job, {ANN_STARTED_SPEC: '{"generation": 1, "spec": {"model": {"uri": 7}}}'}) == Pinned(job)
 
 
 class _ConfigMapStore(KubeClient):

@@ -16,6 +16,7 @@ Pure: the reconcile reads the annotation and writes it; these functions decide.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ log = logging.getLogger("kadapt.operator")
 ANN_STARTED_SPEC = f"{PREFIX}/started-spec"
 #: Condition: whether every field of the current spec generation is in effect.
 SPEC_APPLIED = "SpecApplied"
+#: Merged specs kept validated (a job whose stored spec differs from its current one is re-read every tick).
+MERGED_CACHE_SIZE = 1024
 
 
 class StartedSpec(BaseModel):
@@ -95,15 +98,23 @@ def pin(job: AdaptationJob, annotations: Mapping[str, str]) -> Pinned:
         "metadata": job.metadata.model_dump(mode="json", exclude_none=True),
         "spec": merged,
     }
-    try:
-        effective = validate_object(doc)
-    except SpecInvalid as exc:
-        log.warning("the started spec of %s no longer validates (%s): rendering from the current spec",
-                    job.metadata.name, exc)
+    effective = _validated(json.dumps(doc, sort_keys=True))
+    if effective is None:
         return Pinned(job, (), None)
     now, then = immutable_spec(job), immutable_spec(effective)
     ignored = tuple(sorted(f"spec.{key}" for key in set(now) | set(then) if now.get(key) != then.get(key)))
     return Pinned(effective if ignored else job, ignored, started)
+
+
+@functools.lru_cache(maxsize=MERGED_CACHE_SIZE)
+def _validated(doc: str) -> AdaptationJob | None:
+    """The merged job, validated once per distinct document (validation renders it: not cheap)."""
+    try:
+        return validate_object(json.loads(doc))
+    except SpecInvalid as exc:
+        log.warning("the started spec in %s no longer validates (%s): rendering from the current spec",
+                    ANN_STARTED_SPEC, exc)
+        return None
 
 
 def observed_generation(pinned: Pinned, generation: int | None, old: AdaptationJobStatus) -> int | None:
