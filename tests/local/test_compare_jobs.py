@@ -261,3 +261,34 @@ def test_options_of_the_other_mode_are_refused_before_anything_runs(
     assert done.exit_code == 2
     assert expected in " ".join(done.output.split()), done.output
     assert not (tmp_path / "kadapt-runs").exists()
+
+
+# -- the user's login: kubeconfig, --context and the context's namespace -------------------------------
+def test_login_takes_the_chosen_contexts_server_and_namespace(tmp_path: Path) -> None:
+    from kadapt_operator.runtime.login import KubeconfigError, user_configuration
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dev",
+                "clusters": [
+                    {"name": "dev", "cluster": {"server": "https://dev.example:6443"}},
+                    {"name": "gpu", "cluster": {"server": "https://gpu.example:6443"}},
+                ],
+                "users": [{"name": "me", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "dev", "context": {"cluster": "dev", "user": "me"}},
+                    {"name": "gpu", "context": {"cluster": "gpu", "user": "me", "namespace": "team-nlp"}},
+                ],
+            }
+        )
+    )
+    cfg, namespace = user_configuration(kubeconfig, None)
+    assert (cfg.host, namespace) == ("https://dev.example:6443", None)  # the current context names none
+    cfg, namespace = user_configuration(kubeconfig, "gpu")
+    assert (cfg.host, namespace) == ("https://gpu.example:6443", "team-nlp")
+    with pytest.raises(KubeconfigError, match="kubectl config get-contexts"):
+        user_configuration(kubeconfig, "prod")
