@@ -4,6 +4,11 @@ Never check-then-create (two operator replicas, or one restarted mid-flight, wou
 POST first; on 409 read what exists and adopt it when it is ours or unowned with our
 labels, patching only what may change (a Job's ``suspend``, a ConfigMap's data). A child
 owned by something else is a conflict the user must resolve; it is never overwritten.
+
+Why not server-side apply (``PATCH application/apply-patch+yaml``)? The Kubernetes API emulator
+every operator test runs against (KMock 0.8) does not implement it: it answers 404 for an object
+that does not exist yet (server-side apply would create it) and merges the body as a plain merge
+patch, with no field managers or conflicts. Create-or-adopt behaves the same on both.
 """
 
 from __future__ import annotations
