@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from typer.testing import CliRunner
 
 from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
-from kadapt_operator.local.runner import LocalRun, RunOptions, failure_cause, load_one_job, localise
+from kadapt_operator.local.runner import LocalRun, RunOptions, RunStatus, failure_cause, load_one_job, localise
 from kadapt_trainer.config import ProgressReport
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLDING_LINE
 from tests.conftest import EXAMPLES, ROOT
@@ -108,6 +109,20 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> N
     assert spec.output.uri == str(folder / "out" / "model")
     assert spec.dataset.validation_uri == "pvc://data/val.jsonl"  # URIs stay as written
     assert (spec.resources.workers, spec.resources.gpus_per_worker) == (2, 2)
+
+
+def test_run_options_keep_the_flags_limits_for_callers_from_python() -> None:
+    """compare, plan and tests build RunOptions without typer: the same limits, the field named."""
+    with pytest.raises(ValidationError, match="workers"):
+        RunOptions(manifest=QUICKSTART, workers=0)
+    with pytest.raises(ValidationError, match="procs_per_worker"):
+        RunOptions(manifest=QUICKSTART, procs_per_worker=0)
+    assert RunOptions(manifest=QUICKSTART, workers=1, procs_per_worker=1).workers == 1
+
+
+def test_each_run_status_has_one_exit_code() -> None:
+    codes = {status: status.exit_code for status in RunStatus}
+    assert codes == {RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1, RunStatus.STOPPED: 130, RunStatus.INVALID: 1}
 
 
 def test_procs_per_worker_rerenders_for_the_new_world_size(tmp_path: Path) -> None:

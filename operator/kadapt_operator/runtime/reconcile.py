@@ -263,7 +263,7 @@ async def carry_out(
         # A queued Job is created suspended: only Kueue unsuspends it, when it admits it.
         suspend = want_suspend or queued
         applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=suspend).objects())
-        ctx.batch, ctx.created_now = applied[-1].obj, True
+        ctx.batch, ctx.created_now = applied[-1], True
     if action == ChildAction.RECREATE:
         await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
         ctx.restart_after = None
