@@ -13,9 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from kadapt_trainer.config import ProgressReport
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLDING_LINE
 from tests.conftest import EXAMPLES, ROOT
 from tests.harness.emulator import wait_for
+from tests.harness.progress import serve_progress
 from tests.local.kadapt_cli import build_app
 from tests.trainer.tiny import classification_rows, make_model, manifest, write_jsonl
 
@@ -151,33 +149,8 @@ def test_failure_cause_prefers_the_error_line_over_torchrun_wrapper() -> None:
     assert failure_cause([], 3) == "the process exited with code 3"
 
 
-class _FakeTrainer(BaseHTTPRequestHandler):
-    report = ProgressReport()
-
-    def do_GET(self) -> None:
-        body = self.report.model_dump_json().encode() if self.path == "/progress" else b""
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_progress() -> Iterator[tuple[int, type[_FakeTrainer]]]:
-    handler = type("Handler", (_FakeTrainer,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-
-
-def test_progress_bar_shows_what_rank0_serves(fake_progress: tuple[int, type[_FakeTrainer]]) -> None:
-    port, handler = fake_progress
-    handler.report = ProgressReport(
+def test_progress_bar_shows_what_rank0_serves() -> None:
+    report = ProgressReport(
         state="training",
         step=30,
         total_steps=120,
@@ -187,8 +160,9 @@ def test_progress_bar_shows_what_rank0_serves(fake_progress: tuple[int, type[_Fa
         samples_per_second=123.4,
         eta_seconds=95,
     )
-    got = fetch_progress(port)
-    assert got == handler.report
+    with serve_progress(report.model_dump(mode="json")) as (port, _):
+        got = fetch_progress(port)
+    assert got == report
     buf = io.StringIO()
     console = Console(file=buf, width=200, force_terminal=False, color_system=None)
     with ProgressView("demo", console) as view:
