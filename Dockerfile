@@ -83,7 +83,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY constraints.txt /tmp/constraints.txt
 COPY --from=wheel /wheels /wheels
-# constraints.txt pins the CPU build of torch used in CI; here torch comes from the CUDA index.
+# constraints.txt pins torch by its public version only (torch==X, no +cpu/+cu tag): scripts/setup.sh
+# reads X from it and picks the CPU build X+cpu (from its sources, else the CPU index). Here the same
+# X (TORCH_VERSION; a test checks they agree) comes from the CUDA index, and torch and deepspeed,
+# each installed by its own pinned line, are left out of the constraints the other installs use.
 RUN grep -v -E '^(torch|deepspeed)==' /tmp/constraints.txt > /tmp/constraints-cuda.txt \
  && python3 -m venv /opt/kadapt \
  && /opt/kadapt/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -84,25 +84,42 @@ class UsageKey:
         return (self.namespace, self.queue or NO_QUEUE, self.gpu_type)
 
 
+#: Key of a JobSample field's metadata: the name and help of the gauge that shows it.
+GAUGE = "gauge"
+
+
+def _gauge(default: float | None, name: str, documentation: str) -> Any:
+    """A :class:`JobSample` figure, shown by the per-job gauge ``name`` (labels namespace, job_name)."""
+    return field(default=default, metadata={GAUGE: (name, documentation)})
+
+
 @dataclass(frozen=True)
 class JobSample:
     """What the per-job gauges show for one live job (all figures from its status).
 
-    ``projected_cost``, ``eta_seconds`` and ``budget_used_ratio`` are None when unknown (no ETA
-    yet, no budget): their series are then absent, not zero.
+    Each figure declares its gauge here, once: the registry, :meth:`OperatorMetrics.observe_job`
+    and :meth:`OperatorMetrics.remove_job` all follow this list. ``projected_cost``,
+    ``eta_seconds`` and ``budget_used_ratio`` are None when unknown (no ETA yet, no budget):
+    their series are then absent, not zero.
     """
 
     namespace: str
     name: str
     phase: str
-    progress_ratio: float = 0.0
-    allocated_gpus: int = 0
-    gpu_seconds: float = 0.0
-    cost: float = 0.0
-    projected_cost: float | None = None
-    eta_seconds: float | None = None
-    budget_used_ratio: float | None = None
-    restarts: int = 0
+    progress_ratio: float = _gauge(0.0, "kadapt_job_progress_ratio", "Optimizer steps done / total steps (0 to 1).")
+    allocated_gpus: int = _gauge(0, "kadapt_job_allocated_gpus", "GPUs held by the job's running pods.")
+    gpu_seconds: float = _gauge(0.0, "kadapt_job_gpu_seconds", "GPU seconds the job has used (from its status ledger).")
+    cost: float = _gauge(0.0, "kadapt_job_cost", "Cost of the job so far.")
+    projected_cost: float | None = _gauge(
+        None, "kadapt_job_projected_cost", "Projected cost at completion (absent until an ETA is known)."
+    )
+    eta_seconds: float | None = _gauge(
+        None, "kadapt_job_eta_seconds", "Estimated seconds to completion (absent until known)."
+    )
+    budget_used_ratio: float | None = _gauge(
+        None, "kadapt_job_budget_used_ratio", "Largest share of maxCost or maxGPUHours used (absent without budget)."
+    )
+    restarts: int = _gauge(0, "kadapt_job_restart_count", "Gang restarts of the job so far (status.restarts).")
 
 
 def job_sample(
@@ -179,29 +196,12 @@ class OperatorMetrics:
             "kadapt_job_phase", "1 for the live job's current phase, 0 for the others.",
             (*JOB_LABELS, "phase"), registry=reg,
         )
-        def per_job(name: str, documentation: str) -> Gauge:
-            return Gauge(name, documentation, JOB_LABELS, registry=reg)
-
-        self.job_progress = per_job("kadapt_job_progress_ratio", "Optimizer steps done / total steps (0 to 1).")
-        self.job_gpus = per_job("kadapt_job_allocated_gpus", "GPUs held by the job's running pods.")
-        self.job_gpu_seconds = per_job(
-            "kadapt_job_gpu_seconds", "GPU seconds the job has used (from its status ledger)."
-        )
-        self.job_cost = per_job("kadapt_job_cost", "Cost of the job so far.")
-        self.job_projected_cost = per_job(
-            "kadapt_job_projected_cost", "Projected cost at completion (absent until an ETA is known)."
-        )
-        self.job_eta = per_job("kadapt_job_eta_seconds", "Estimated seconds to completion (absent until known).")
-        self.job_budget_ratio = per_job(
-            "kadapt_job_budget_used_ratio", "Largest share of maxCost or maxGPUHours used (absent without budget)."
-        )
-        self.job_restarts = per_job(
-            "kadapt_job_restart_count", "Gang restarts of the job so far (status.restarts)."
-        )
-        self._per_job = (
-            self.job_progress, self.job_gpus, self.job_gpu_seconds, self.job_cost, self.job_projected_cost,
-            self.job_eta, self.job_budget_ratio, self.job_restarts,
-        )
+        #: One gauge per figure of :class:`JobSample`, by field name, in the order it lists them.
+        self.per_job: dict[str, Gauge] = {}
+        for figure in fields(JobSample):
+            if GAUGE in figure.metadata:
+                gauge_name, documentation = figure.metadata[GAUGE]
+                self.per_job[figure.name] = Gauge(gauge_name, documentation, JOB_LABELS, registry=reg)
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str], str] = {}
         self._namespaces: set[str] = set()
@@ -259,16 +259,8 @@ class OperatorMetrics:
         """Set every per-job gauge from one sample (call after each status update)."""
         ns, name = sample.namespace, sample.name
         self.set_job_phase(ns, name, sample.phase)
-        self.job_progress.labels(ns, name).set(sample.progress_ratio)
-        self.job_gpus.labels(ns, name).set(sample.allocated_gpus)
-        self.job_gpu_seconds.labels(ns, name).set(sample.gpu_seconds)
-        self.job_cost.labels(ns, name).set(sample.cost)
-        self.job_restarts.labels(ns, name).set(sample.restarts)
-        for gauge, value in (
-            (self.job_projected_cost, sample.projected_cost),
-            (self.job_eta, sample.eta_seconds),
-            (self.job_budget_ratio, sample.budget_used_ratio),
-        ):
+        for figure, gauge in self.per_job.items():
+            value = getattr(sample, figure)
             if value is None:
                 _remove(gauge, ns, name)
             else:
@@ -278,7 +270,7 @@ class OperatorMetrics:
         """Delete every series of a job that is gone (call from the delete handler)."""
         with self._lock:
             phase = self._phases.pop((namespace, name), None)
-            for gauge in self._per_job:
+            for gauge in self.per_job.values():
                 _remove(gauge, namespace, name)
             for known in {*PHASES, *([phase] if phase else [])}:
                 _remove(self.job_phase, namespace, name, known)

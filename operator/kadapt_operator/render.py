@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from kadapt_operator import labels
-from kadapt_operator.api import AdaptationJob
+from kadapt_operator.api import AdaptationJob, AdaptationJobSpec
 from kadapt_operator.k8s import COMPLETION_INDEX, DISRUPTION_TARGET, GPU_RESOURCE, TRAINER_CONTAINER
 from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import SpecError, SpecInvalid, locations
@@ -105,22 +105,20 @@ def queue_name(job: AdaptationJob, settings: OperatorSettings) -> str | None:
     return job.spec.queue_name or settings.default_queue_name
 
 
+#: The training half of the spec: the fields the trainer config shares with the AdaptationJob spec
+#: (model, task, dataset, strategy, training, deepspeed, output, checkpoint, budget), passed on as
+#: they are. A field added to both travels without another line here.
+TRAINER_SPEC_FIELDS = tuple(name for name in TrainerConfig.model_fields if name in AdaptationJobSpec.model_fields)
+
+
 def trainer_config(job: AdaptationJob, settings: OperatorSettings) -> TrainerConfig:
     """The fully resolved config the trainer reads (checkpoint location and price filled in)."""
     spec = job.spec
     res = spec.resources
     cfg = TrainerConfig(
+        **{name: getattr(spec, name) for name in TRAINER_SPEC_FIELDS},
         job_name=job.metadata.name,
         namespace=job.metadata.namespace,
-        model=spec.model,
-        task=spec.task,
-        dataset=spec.dataset,
-        strategy=spec.strategy,
-        training=spec.training,
-        deepspeed=spec.deepspeed,
-        output=spec.output,
-        checkpoint=spec.checkpoint,
-        budget=spec.budget,
         progress_port=settings.progress_port,
         gpus_per_process=1 if res.gpus_per_worker > 0 else 0,
         price_per_gpu_hour=settings.price_for(res.gpu_type),

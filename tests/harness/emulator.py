@@ -44,6 +44,7 @@ from kmock._internal.k8s import KubernetesError
 
 from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime.world import Runtime
+from tests.harness.wait import wait_for as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "adaptationjobs.kadapt.dev.yaml"
@@ -660,25 +661,6 @@ class Cluster:
     ) -> T:
         """:func:`wait_for`, polling the emulator more often (it answers in microseconds)."""
         return wait_for(predicate, timeout=timeout, interval=interval, message=message)
-
-
-def wait_for(
-    predicate: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2, message: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``message`` after ``timeout``.
-
-    The one wait of the tests (``Cluster.wait_for`` is this, with a shorter poll interval):
-    tests wait on a state, never on time.
-    """
-    what = message or repr(predicate)
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
 
 
 def start_operator(

@@ -15,6 +15,12 @@ does what a cluster would do with them, for real:
 * garbage collector: when the operator deletes a Job (a gang restart), its processes are
   stopped (SIGTERM, SIGKILL after the grace period) and its Pods deleted.
 
+Two options let a test hold the cluster at a state the operator must act on first (tests
+wait on states, never on time): ``keep_suspended_pods`` reports a suspended Job's pods
+Terminated, with the times they really ran, and keeps them until the test calls
+:meth:`LocalKubelet.delete_pods` (so that it can wait for the operator to bill them);
+``complete_jobs=False`` leaves a Job whose pods all succeeded for the test to mark Complete.
+
 Every pod serves on its own free port (all pods share the address 127.0.0.1), and says which
 in its ``kadapt.dev/progress-port`` annotation, which the operator's progress poll honours
 over its ``progress_port`` setting. A new gang of a job starts only once the previous one has
@@ -103,13 +109,18 @@ class LocalKubelet:
         progress_port: int | None = None,
         grace_seconds: float = GRACE_SECONDS,
         extra_env: dict[str, str] | None = None,
+        keep_suspended_pods: bool = False,
+        complete_jobs: bool = True,
     ) -> None:
         self.cluster = cluster
         self.run_dir = run_dir
         #: None: a free port per pod, announced in the pod's annotation (the normal case).
         self.progress_port = progress_port
         self.grace_seconds = grace_seconds
+        #: Read at each launch: a test may change it between two gangs.
         self.extra_env = dict(extra_env or {})
+        self.keep_suspended_pods = keep_suspended_pods
+        self.complete_jobs = complete_jobs
         self.runs: dict[str, _Run] = {}
         #: Every Job uid this kubelet started pods for, in order (a gang restart adds one).
         self.launched: list[tuple[str, str, str]] = []
@@ -162,7 +173,8 @@ class LocalKubelet:
                     self._begin_stop(run, delete_pods=True)
                 run.delete_pods = True
             elif job is not None and job["spec"].get("suspend") and run.stop_deadline is None and not run.finished:
-                self._begin_stop(run, delete_pods=True)  # suspended: the Job controller deletes its pods
+                # Suspended: the Job controller deletes its pods (kept, reported, when the test asks).
+                self._begin_stop(run, delete_pods=not self.keep_suspended_pods)
         for uid, job in jobs.items():
             if uid in self.runs or job["spec"].get("suspend") or self._finished(job):
                 continue
@@ -279,9 +291,10 @@ class LocalKubelet:
         all_ended = len(run.reported) == len(run.gang.pods)
         if not run.failed and not run.finished and all_ended and all(c == 0 for c in run.reported.values()):
             run.finished = True
-            status = complete_job_status(len(run.gang.pods))
-            status["active"] = 0
-            self._set_status(JOBS, run.namespace, run.name, status)
+            if self.complete_jobs:
+                status = complete_job_status(len(run.gang.pods))
+                status["active"] = 0
+                self._set_status(JOBS, run.namespace, run.name, status)
 
     def _set_status(self, resource: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Write a status; an object deleted meanwhile (the operator restarting the gang) is no error."""
@@ -305,6 +318,23 @@ class LocalKubelet:
         with self._lock:
             runs = [r for r in self.runs.values() if (r.namespace, r.name) == (namespace, name) and r.alive]
         return runs[-1] if runs else None
+
+    def delete_pods(self, name: str, namespace: str = "default") -> list[str]:
+        """Delete the kept pods of a job's stopped gangs (``keep_suspended_pods``); returns their names.
+
+        What the Job controller does to a suspended Job's pods; its next resume starts a new gang.
+        """
+        deleted = []
+        with self._lock:
+            for uid, run in list(self.runs.items()):
+                if (run.namespace, run.name) != (namespace, name) or run.alive or run.stop_deadline is None:
+                    continue
+                for pod in run.pod_names.values():
+                    with contextlib.suppress(ApiError):
+                        self.cluster.delete(PODS, run.namespace, pod)
+                    deleted.append(pod)
+                del self.runs[uid]
+        return deleted
 
     def kill_worker(self, name: str, index: int, namespace: str = "default") -> list[int]:
         """SIGKILL the trainer processes of one pod (what an OOM kill does); returns their pids.

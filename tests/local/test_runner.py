@@ -13,23 +13,22 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from typer.testing import CliRunner
 
 from kadapt_operator.local.progress import ProgressView, fetch_progress, format_seconds
-from kadapt_operator.local.runner import LocalRun, RunOptions, failure_cause, load_one_job, localise
+from kadapt_operator.local.runner import LocalRun, RunOptions, RunStatus, failure_cause, load_one_job, localise
 from kadapt_trainer.config import ProgressReport
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLDING_LINE
 from tests.conftest import EXAMPLES, ROOT
 from tests.harness.emulator import wait_for
+from tests.harness.progress import serve_progress
 from tests.local.kadapt_cli import build_app
 from tests.trainer.tiny import classification_rows, make_model, manifest, write_jsonl
 
@@ -110,6 +109,20 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> N
     assert (spec.resources.workers, spec.resources.gpus_per_worker) == (2, 2)
 
 
+def test_run_options_keep_the_flags_limits_for_callers_from_python() -> None:
+    """compare, plan and tests build RunOptions without typer: the same limits, the field named."""
+    with pytest.raises(ValidationError, match="workers"):
+        RunOptions(manifest=QUICKSTART, workers=0)
+    with pytest.raises(ValidationError, match="procs_per_worker"):
+        RunOptions(manifest=QUICKSTART, procs_per_worker=0)
+    assert RunOptions(manifest=QUICKSTART, workers=1, procs_per_worker=1).workers == 1
+
+
+def test_each_run_status_has_one_exit_code() -> None:
+    codes = {status: status.exit_code for status in RunStatus}
+    assert codes == {RunStatus.SUCCEEDED: 0, RunStatus.FAILED: 1, RunStatus.STOPPED: 130, RunStatus.INVALID: 1}
+
+
 def test_procs_per_worker_rerenders_for_the_new_world_size(tmp_path: Path) -> None:
     local = LocalRun(RunOptions(manifest=QUICKSTART, procs_per_worker=2, run_dir=tmp_path / "r"))
     command = local.rendered.job["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -136,33 +149,8 @@ def test_failure_cause_prefers_the_error_line_over_torchrun_wrapper() -> None:
     assert failure_cause([], 3) == "the process exited with code 3"
 
 
-class _FakeTrainer(BaseHTTPRequestHandler):
-    report = ProgressReport()
-
-    def do_GET(self) -> None:
-        body = self.report.model_dump_json().encode() if self.path == "/progress" else b""
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_progress() -> Iterator[tuple[int, type[_FakeTrainer]]]:
-    handler = type("Handler", (_FakeTrainer,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-
-
-def test_progress_bar_shows_what_rank0_serves(fake_progress: tuple[int, type[_FakeTrainer]]) -> None:
-    port, handler = fake_progress
-    handler.report = ProgressReport(
+def test_progress_bar_shows_what_rank0_serves() -> None:
+    report = ProgressReport(
         state="training",
         step=30,
         total_steps=120,
@@ -172,8 +160,9 @@ def test_progress_bar_shows_what_rank0_serves(fake_progress: tuple[int, type[_Fa
         samples_per_second=123.4,
         eta_seconds=95,
     )
-    got = fetch_progress(port)
-    assert got == handler.report
+    with serve_progress(report.model_dump(mode="json")) as (port, _):
+        got = fetch_progress(port)
+    assert got == report
     buf = io.StringIO()
     console = Console(file=buf, width=200, force_terminal=False, color_system=None)
     with ProgressView("demo", console) as view:

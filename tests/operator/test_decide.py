@@ -16,7 +16,6 @@ from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import decide
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
-from kadapt_operator.runtime.termination import Outcome as TerminationOutcome
 from kadapt_operator.runtime.termination import Termination
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -346,7 +345,7 @@ def test_decide_outcome_with_bad_input(verdict: st.Verdict, passed: bool, outcom
 
 
 def test_bad_input_conditions_carry_the_cause() -> None:
-    ended = Termination("tune-1", 2, TerminationOutcome.BAD_INPUT, "data.jsonl line 3: field 'label' is missing")
+    ended = Termination("tune-1", 1, 2, message="data.jsonl line 3: field 'label' is missing")
     conds = decide.bad_input_conditions(ended)
     assert {(c.type, c.status, c.reason) for c in conds} == {
         (st.FAILED, st.TRUE, st.Reason.BAD_INPUT),

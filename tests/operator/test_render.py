@@ -29,6 +29,7 @@ from kadapt_operator.render import (
     METRICS_PORT_NAME,
     PVC_MOUNT_ROOT,
     RENDEZVOUS_PORT,
+    TRAINER_SPEC_FIELDS,
     Rendered,
     cluster_warnings,
     render,
@@ -133,6 +134,17 @@ def test_example_objects_pass_kubernetes_schema(name: str, job: AdaptationJob, v
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
         assert ("ownerReferences" in obj["metadata"]) is with_uid
+
+
+def test_trainer_config_carries_the_training_half_of_the_spec_as_written() -> None:
+    assert set(TRAINER_SPEC_FIELDS) == {
+        "model", "task", "dataset", "strategy", "training", "deepspeed", "output", "checkpoint", "budget"
+    }
+    _, job = example_jobs()[0]
+    cfg = trainer_config(job, SETTINGS)
+    for name in set(TRAINER_SPEC_FIELDS) - {"checkpoint"}:  # the checkpoint gets its resolved uri
+        assert getattr(cfg, name) == getattr(job.spec, name), name
+    assert cfg.checkpoint.uri == cfg.checkpoint_uri()
 
 
 @pytest.mark.parametrize(("name", "job"), example_jobs(), ids=[n for n, _ in example_jobs()])

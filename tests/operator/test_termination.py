@@ -56,7 +56,8 @@ def pod(
 
 def test_bad_input_is_permanent_with_the_trainers_cause() -> None:
     t = classify_pod(pod(0, 2, CAUSE + "\n"))
-    assert t == Termination("demo-0-abcde", 2, Outcome.BAD_INPUT, CAUSE, "Error", 0)
+    assert t == Termination("demo-0-abcde", 0, 2, "Error")
+    assert t.outcome == Outcome.BAD_INPUT and t.cause == CAUSE
     assert t.permanent
 
 

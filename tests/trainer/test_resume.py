@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from kadapt_trainer.checkpoint import MANIFEST_FILE, complete_checkpoints, step_
 from kadapt_trainer.config import EXIT_STOPPED, RESULT_FILE
 from kadapt_trainer.dist import free_port
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV
+from tests.harness.wait import wait_for
 from tests.trainer.conftest import ROOT, trainer_env
 
 pytestmark = pytest.mark.slow
@@ -74,14 +74,11 @@ class Trainer:
             return None
 
     def wait_for_step(self, step: int, timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"trainer exited early:\n{self.output()}"
+        def reached() -> dict[str, Any] | None:
             report = self.progress()
-            if report and report["step"] >= step:
-                return report
-            time.sleep(0.02)
-        raise AssertionError(f"step {step} not reached:\n{self.output()}")
+            return report if report and report["step"] >= step else None
+
+        return wait_for(reached, timeout, 0.02, f"step {step}", process=self.proc, output=self.output)
 
     def wait(self, timeout: float = 240) -> int:
         rc = self.proc.wait(timeout=timeout)

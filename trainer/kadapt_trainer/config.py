@@ -448,7 +448,20 @@ TRAINER_CONFIG_FILE = "trainer.json"
 DEEPSPEED_CONFIG_FILE = "deepspeed.json"
 
 
-class ProgressReport(BaseModel):
+class TrainingFigures(BaseModel):
+    """Where training stands: the figures ``/progress``, the result file and the final summary share.
+
+    One home for their names, types and defaults; snake_case on the wire.
+    """
+
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    eval_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class ProgressReport(TrainingFigures):
     """What rank 0 serves at ``/progress`` (and writes, final, to ``RESULT_FILE``).
 
     The operator and the local runner parse it with this model; snake_case on the wire.
@@ -457,11 +470,6 @@ class ProgressReport(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     state: Literal["starting", "training", "evaluating", "saving", "succeeded", "failed", "stopped"] = "starting"
-    step: int = 0
-    total_steps: int = 0
-    epoch: float = 0.0
-    loss: float | None = None
-    eval_metrics: dict[str, float] = Field(default_factory=dict)
     samples_per_second: float | None = None
     eta_seconds: float | None = None
     trainable_params: int = 0

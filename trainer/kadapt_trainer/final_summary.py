@@ -16,9 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
-from kadapt_trainer.config import ProgressReport
+from kadapt_trainer.config import ProgressReport, TrainingFigures
 from kadapt_trainer.errors import TERMINATION_MESSAGE_LIMIT, termination_log_path
 
 #: Marks a termination message as a final summary, not a failure's one-line cause.
@@ -29,7 +29,7 @@ MAX_WARNING_CHARS = 300
 MAX_METRICS = 16
 
 
-class FinalSummary(BaseModel):
+class FinalSummary(TrainingFigures):
     """The final figures of a successful run: what the job's status shows once it has finished.
 
     camelCase-free on purpose: snake_case, like ``/progress`` and ``kadapt-result.json``.
@@ -38,11 +38,6 @@ class FinalSummary(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     kind: Literal["kadapt-final"] = "kadapt-final"
-    step: int = 0
-    total_steps: int = 0
-    epoch: float = 0.0
-    loss: float | None = None
-    eval_metrics: dict[str, float] = Field(default_factory=dict)
     #: False when the final validation metric is not above the majority-class baseline.
     better_than_baseline: bool | None = None
     warnings: list[str] = Field(default_factory=list)

@@ -34,15 +34,11 @@ def run_command(
 
     Ctrl-C stops with a checkpoint; the same command again resumes from it.
     """
+    # What to run, built as ``kadapt compare`` and ``kadapt plan`` build it; how to print it is apart.
     options = RunOptions(
-        manifest=file,
-        run_dir=run_dir,
-        workers=workers,
-        procs_per_worker=procs_per_worker,
-        settings_file=settings,
-        output=output,
+        manifest=file, run_dir=run_dir, workers=workers, procs_per_worker=procs_per_worker, settings_file=settings
     )
-    raise typer.Exit(run(options, show_progress=not no_progress))
+    raise typer.Exit(run(options, output, show_progress=not no_progress))
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -63,10 +63,6 @@ POLL_SECONDS = 0.5
 FAILURE_LOG_LINES = 20
 
 #: Exit codes of ``kadapt run``: 0 only when the model was trained and written.
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 1  # as ``kadapt validate``
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect after Ctrl-C
 
 #: Spec fields holding a location; a plain relative path is relative to the manifest's folder.
 PATH_FIELDS: tuple[tuple[str, ...], ...] = (
@@ -88,28 +84,47 @@ _WORKER_EXIT = re.compile(r"exitcode\s*:\s*(-?\d+)")
 
 
 class RunStatus(StrEnum):
-    """How a local run ended."""
+    """How a local run ended; each has its own exit code of ``kadapt run``."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     STOPPED = "stopped"
     INVALID = "invalid"
 
+    @property
+    def exit_code(self) -> int:
+        """0 only on success; 130 (128 + SIGINT, as shells expect) after Ctrl-C; else 1, as ``kadapt validate``."""
+        return {RunStatus.SUCCEEDED: 0, RunStatus.STOPPED: 130}.get(self, 1)
 
-@dataclass(frozen=True)
-class RunOptions:
-    """What ``kadapt run`` was asked to do."""
+
+class RunOptions(BaseModel):
+    """What ``kadapt run`` (and ``kadapt compare``, ``kadapt plan``) was asked to do.
+
+    The limits are the flags' own (``--workers`` and ``--procs-per-worker`` at least 1), so that
+    a caller from Python gets the same error, naming the field, as one on the command line.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     manifest: Path
     run_dir: Path | None = None
-    workers: int | None = None
-    procs_per_worker: int | None = None
+    workers: int | None = Field(default=None, ge=1, description="--workers: overrides spec.resources.workers.")
+    procs_per_worker: int | None = Field(
+        default=None, ge=1, description="--procs-per-worker: overrides spec.resources.gpusPerWorker."
+    )
     settings_file: Path | None = None
-    output: OutputFormat = OutputFormat.TEXT
     #: Grace period for Ctrl-C; None: the pod's terminationGracePeriodSeconds.
-    grace_seconds: float | None = None
+    grace_seconds: float | None = Field(default=None, gt=0)
     #: Extra environment for the pods (tests point caches somewhere).
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = Field(default_factory=dict)
+
+
+#: The summary's figures that are the trainer's own word, by the same name in its report (its
+#: final result, else its last ``/progress``); ``metrics`` and ``steps`` are its eval_metrics and step.
+REPORTED_FIELDS: set[str] = {
+    "strategy", "strategy_reason", "trainable_params", "total_params", "loss", "total_steps", "epoch",
+    "last_checkpoint", "better_than_baseline", "warnings",
+}
 
 
 @dataclass
@@ -425,9 +440,7 @@ class LocalRun:
                 highlight=False,
                 soft_wrap=True,
             )
-            return self._summary(
-                RunStatus.SUCCEEDED, EXIT_OK, done, done.wall_seconds, False, already_finished=True
-            )
+            return self._summary(RunStatus.SUCCEEDED, done, done.wall_seconds, False, already_finished=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / RENDERED_FILE).write_text(to_yaml(self.rendered.objects()))
         resumed = has_complete_checkpoint(self.checkpoint_dir)
@@ -439,7 +452,7 @@ class LocalRun:
         try:
             plans = plan_pods(job, config_maps, service, opts)
         except PodSpecUnsupported as exc:
-            return self._summary(RunStatus.FAILED, EXIT_FAILED, None, 0.0, resumed, cause=str(exc))
+            return self._summary(RunStatus.FAILED, None, 0.0, resumed, cause=str(exc))
         if resumed:
             self.console.print(
                 f"Resuming from the checkpoint in {self.checkpoint_dir} if it loads (the summary says what resumed)"
@@ -459,7 +472,7 @@ class LocalRun:
             try:
                 gang.start()
             except OSError as exc:
-                return self._summary(RunStatus.FAILED, EXIT_FAILED, None, 0.0, resumed, cause=str(exc))
+                return self._summary(RunStatus.FAILED, None, 0.0, resumed, cause=str(exc))
             stop_deadline: float | None = None
             while True:
                 phase = gang.poll()
@@ -499,11 +512,10 @@ class LocalRun:
     ) -> RunSummary:
         final = _read_result(self.output_dir)
         if result.phase == GangPhase.SUCCEEDED and not interrupted and final is not None:
-            return self._summary(RunStatus.SUCCEEDED, EXIT_OK, final, wall, resumed)
+            return self._summary(RunStatus.SUCCEEDED, final, wall, resumed)
         if interrupted and result.phase != GangPhase.FAILED:
             return self._summary(
                 RunStatus.STOPPED,
-                EXIT_INTERRUPTED,
                 last,
                 wall,
                 resumed,
@@ -517,13 +529,12 @@ class LocalRun:
         else:
             cause, failed_pod, log_tail = _failure(gang, pod, last)
         return self._summary(
-            RunStatus.FAILED, EXIT_FAILED, last, wall, resumed, cause=cause, failed_pod=failed_pod, log_tail=log_tail
+            RunStatus.FAILED, last, wall, resumed, cause=cause, failed_pod=failed_pod, log_tail=log_tail
         )
 
     def _summary(
         self,
         status: RunStatus,
-        exit_code: int,
         report: ProgressReport | None,
         wall: float,
         resumed: bool,
@@ -541,16 +552,10 @@ class LocalRun:
             job=self.job.metadata.name,
             status=status,
             run_dir=str(self.run_dir),
-            exit_code=exit_code,
-            strategy=report.strategy,
-            strategy_reason=report.strategy_reason,
-            trainable_params=report.trainable_params,
-            total_params=report.total_params,
+            exit_code=status.exit_code,
+            **report.model_dump(include=REPORTED_FIELDS),  # copies: the curve step appends to warnings
             metrics=dict(report.eval_metrics),
-            loss=report.loss,
             steps=report.step,
-            total_steps=report.total_steps,
-            epoch=report.epoch,
             workers=self.workers,
             processes_per_worker=self.processes_per_worker,
             wall_seconds=wall,
@@ -561,14 +566,11 @@ class LocalRun:
             price_per_gpu_hour=price,
             gpu_type=res.gpu_type,
             output_path=str(self.output_dir) if status == RunStatus.SUCCEEDED else None,
-            last_checkpoint=report.last_checkpoint,
             resumed=resumed and report.resumed_from_step is not None,  # the trainer's word, not a guess
             already_finished=already_finished,
             cause=cause,
             failed_pod=failed_pod,
             log_tail=log_tail or [],
-            better_than_baseline=report.better_than_baseline,
-            warnings=list(report.warnings),
         )
         summary.training_curve = self._draw_curve(report, summary)
         with contextlib.suppress(OSError):
@@ -664,24 +666,28 @@ def report(summary: RunSummary, output: OutputFormat, out: Console, err: Console
             out.print(f"output: {summary.output_path}", soft_wrap=True, highlight=False, markup=False)
 
 
-def run(options: RunOptions, *, show_progress: bool = True) -> int:
-    """``kadapt run`` from start to end; returns the process exit code (0 only on success)."""
+def run(options: RunOptions, output: OutputFormat = OutputFormat.TEXT, *, show_progress: bool = True) -> int:
+    """``kadapt run`` from start to end; returns the process exit code (0 only on success).
+
+    Args:
+        output: how the summary is printed (``--output``); a table or JSON on stdout.
+    """
     err = Console(stderr=True)
-    out = Console(soft_wrap=True) if options.output == OutputFormat.JSON else Console()
+    out = Console(soft_wrap=True) if output == OutputFormat.JSON else Console()
     try:
         local = LocalRun(options, console=err)
     except RunInvalid as exc:
         print_invalid(exc.source, exc.errors)
-        if options.output == OutputFormat.JSON:
+        if output == OutputFormat.JSON:
             invalid = RunSummary(
                 job="",
                 status=RunStatus.INVALID,
                 run_dir="",
-                exit_code=EXIT_INVALID,
+                exit_code=RunStatus.INVALID.exit_code,
                 errors=[e.to_dict() for e in exc.errors],
             )
-            report(invalid, options.output, out, err)
-        return EXIT_INVALID
+            report(invalid, output, out, err)
+        return RunStatus.INVALID.exit_code
     summary = local.execute(show_progress=show_progress)
-    report(summary, options.output, out, err)
+    report(summary, output, out, err)
     return summary.exit_code

@@ -268,7 +268,7 @@ async def carry_out(
         if pinned.ANN_STARTED_SPEC not in ctx.meta.annotations:  # the spec every later gang is rendered from
             await rt.annotate(ctx.key, pinned.started_annotation(ctx.job, ctx.meta.generation))
         applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=suspend).objects())
-        ctx.batch, ctx.created_now = applied[-1].obj, True
+        ctx.batch, ctx.created_now = applied[-1], True
     if action == ChildAction.RECREATE:
         await rt.annotate(ctx.key, {ANN_RESTART_AFTER: None})
         ctx.restart_after = None

@@ -37,14 +37,13 @@ async def run_operator(
     registry = build_registry(runtime)
     kopf_settings = kopf.OperatorSettings()
     configure(kopf_settings, options)
+    # Peering (standalone, name, priority) is in kopf_settings already (configure); kopf would
+    # only copy the same values over them again if they were passed here too.
     await kopf.operator(
         registry=registry,
         settings=kopf_settings,
         clusterwide=options.clusterwide,
         namespaces=list(options.namespaces),
-        standalone=options.standalone,
-        peering_name=options.peering_name,
-        priority=options.priority,
         liveness_endpoint=options.liveness_endpoint,
         stop_flag=stop_flag,
         ready_flag=ready_flag,

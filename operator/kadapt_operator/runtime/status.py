@@ -144,10 +144,6 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
     raw_index = annotations.get(COMPLETION_INDEX, labels.get(COMPLETION_INDEX))
-    owner_uid = labels.get(CONTROLLER_UID)
-    if owner_uid is None:
-        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"]
-        owner_uid = owners[0].get("uid") if owners else None
     exit_code = None
     waiting_reason = None
     waiting_message = ""
@@ -166,34 +162,51 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         elif "waiting" in state:
             waiting_reason = state["waiting"].get("reason")
             waiting_message = state["waiting"].get("message", "")
-    disrupted = False
-    unschedulable = None
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == DISRUPTION_TARGET and cond.get("status") == TRUE:
-            disrupted = True
-        if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
-            unschedulable = cond.get("message") or "no node fits the pod"
-    if (
-        status.get("reason") in ("Evicted", "Preempting", "Terminated", "DeadlineExceeded")
-        and status.get("phase") == "Failed"
-    ):
-        disrupted = disrupted or status.get("reason") != "DeadlineExceeded"
     return PodView(
         name=str(meta.get("name", "")),
         index=int(raw_index) if raw_index is not None and str(raw_index).isdigit() else None,
-        owner_uid=owner_uid,
+        owner_uid=_job_uid(meta),
         phase=str(status.get("phase") or "Pending"),
         ip=status.get("podIP"),
         exit_code=exit_code,
-        disrupted=disrupted,
+        disrupted=_disrupted(status),
         waiting_reason=waiting_reason,
         waiting_message=waiting_message,
-        unschedulable_message=unschedulable,
+        unschedulable_message=_unschedulable(status),
         started_at=started,
         finished_at=finished,
         gpus=pod_gpus(pod),
         progress_port=_port(annotations.get(PROGRESS_PORT_ANNOTATION)),
     )
+
+
+def _job_uid(meta: Mapping[str, Any]) -> str | None:
+    """The uid of the Job that owns the pod: the Job controller's label, else the owner reference."""
+    uid = (meta.get("labels") or {}).get(CONTROLLER_UID)
+    if uid is None:
+        owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"]
+        uid = owners[0].get("uid") if owners else None
+    return uid
+
+
+def _disrupted(status: Mapping[str, Any]) -> bool:
+    """Whether the platform stopped the pod (DisruptionTarget, or failed evicted/preempted/terminated).
+
+    A pod that failed past its deadline (``DeadlineExceeded``) was not disrupted: the Job's
+    activeDeadlineSeconds ended it.
+    """
+    if any(c.get("type") == DISRUPTION_TARGET and c.get("status") == TRUE for c in status.get("conditions") or []):
+        return True
+    return status.get("phase") == "Failed" and status.get("reason") in ("Evicted", "Preempting", "Terminated")
+
+
+def _unschedulable(status: Mapping[str, Any]) -> str | None:
+    """The scheduler's message when no node fits the pod; None when it is scheduled or pending otherwise."""
+    message = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == FALSE and cond.get("reason") == "Unschedulable":
+            message = cond.get("message") or "no node fits the pod"
+    return message
 
 
 @dataclass(frozen=True)

@@ -52,19 +52,33 @@ class Outcome(StrEnum):
     #: Anything else (crash, OOM, lost peer): may be retried from the checkpoint.
     CRASHED = "Crashed"
 
+    @classmethod
+    def of(cls, exit_code: int) -> Outcome:
+        """What the trainer's exit code means (the codes are the trainer's: ``kadapt_trainer.config``)."""
+        return {0: cls.SUCCEEDED, EXIT_STOPPED: cls.STOPPED, EXIT_BAD_INPUT: cls.BAD_INPUT}.get(exit_code, cls.CRASHED)
+
 
 @dataclass(frozen=True)
 class Termination:
-    """One pod's trainer container, terminated."""
+    """One pod's trainer container, terminated: what the kubelet reported; what it means is derived."""
 
     pod: str
+    #: The pod's completion index (its rank's worker); None when it carries none.
+    index: int | None
     exit_code: int
-    outcome: Outcome
-    cause: str
     reason: str | None = None
-    index: int | None = None
     #: The termination message as written (on success: the trainer's final summary).
     message: str = field(default="", compare=False, repr=False)
+
+    @property
+    def outcome(self) -> Outcome:
+        """What the exit code means for the job."""
+        return Outcome.of(self.exit_code)
+
+    @property
+    def cause(self) -> str:
+        """Why it failed, in one line (empty on success): see :func:`cause_of`."""
+        return "" if self.outcome == Outcome.SUCCEEDED else cause_of(self.message, self.exit_code, self.reason)
 
     @property
     def permanent(self) -> bool:
@@ -108,19 +122,10 @@ def classify_pod(pod: Mapping[str, Any], container: str = TRAINER_CONTAINER) -> 
         return None
     code = int(terminated["exitCode"])
     reason = terminated.get("reason")
-    if code == 0:
-        outcome = Outcome.SUCCEEDED
-    elif code == EXIT_STOPPED:
-        outcome = Outcome.STOPPED
-    elif code == EXIT_BAD_INPUT:
-        outcome = Outcome.BAD_INPUT
-    else:
-        outcome = Outcome.CRASHED
     raw_index = (meta.get("annotations") or {}).get(COMPLETION_INDEX)
     index = int(raw_index) if isinstance(raw_index, str) and raw_index.isdigit() else None
-    cause = "" if outcome == Outcome.SUCCEEDED else cause_of(terminated.get("message"), code, reason)
     message = str(terminated.get("message") or "")
-    return Termination(str(meta.get("name", "")), code, outcome, cause, reason, index, message)
+    return Termination(str(meta.get("name", "")), index, code, reason, message)
 
 
 def permanent_failure(pods: Iterable[Mapping[str, Any]], container: str = TRAINER_CONTAINER) -> Termination | None:
