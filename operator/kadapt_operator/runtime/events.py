@@ -10,6 +10,7 @@ import kopf
 
 from kadapt_operator import cost as costing
 from kadapt_operator.api import API_VERSION_FULL, Condition
+from kadapt_operator.runtime.readiness import KSTATUS_TYPES
 from kadapt_operator.runtime.status import TRUE, Reason
 from kadapt_operator.runtime.stored import StoredMeta
 from kadapt_trainer.config import KIND
@@ -27,6 +28,8 @@ WARNING_REASONS = frozenset(
         Reason.IMAGE_PULL_ERROR,
         Reason.CREATE_CONTAINER_CONFIG_ERROR,
         Reason.UNSCHEDULABLE,
+        Reason.FAILED_CREATE,
+        Reason.STATUS_REPAIRED,
         Reason.BUDGET_EXCEEDED,
         Reason.WORKER_FAILED,
         Reason.DISRUPTED,
@@ -68,7 +71,26 @@ RECOVERY_REASONS = frozenset({Reason.RESUMED, Reason.WITHIN_BUDGET})
 
 
 def post_transitions(meta: StoredMeta, changed: Sequence[Condition]) -> None:
-    """One Event per condition that became True, went wrong, or recovered (not every False)."""
+    """One Event per condition that became True, went wrong, or recovered (not every False).
+
+    The kstatus conditions (Ready, Reconciling, Stalled) get none: they are derived from the
+    condition that moved (an image pull error makes Running=False *and* Stalled=True, Ready
+    and Reconciling False with the same reason), which has its own Event already; posting
+    theirs too would say the one transition up to four times.
+    """
     for cond in changed:
+        if cond.type in KSTATUS_TYPES:
+            continue
         if cond.status == TRUE or cond.reason in WARNING_REASONS or cond.reason in RECOVERY_REASONS:
             post(meta, cond.reason, f"{cond.type}={cond.status}: {cond.message}".rstrip(": "))
+
+
+def post_repairs(meta: StoredMeta, problems: Sequence[str]) -> None:
+    """One Warning Event naming every malformed status entry that was repaired or dropped.
+
+    The reconcile repairs such an entry instead of failing on it every tick; the Event says
+    what was changed, so that someone who hand-edited the status (or an old operator's bug)
+    can see that the figures around it may be off by one poll.
+    """
+    if problems:
+        post(meta, Reason.STATUS_REPAIRED, "repaired malformed status: " + "; ".join(problems))

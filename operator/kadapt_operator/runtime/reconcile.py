@@ -41,7 +41,7 @@ from kadapt_operator.metrics import (
     job_sample,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import cleanup, decide, progress, queueing, readiness, termination
+from kadapt_operator.runtime import cleanup, decide, events, progress, queueing, readiness, termination
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
 from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
@@ -148,6 +148,9 @@ async def account_cost(rt: Runtime, ctx: ReconcileContext) -> None:
 def accrue(rt: Runtime, ctx: ReconcileContext, status: AdaptationJobStatus) -> Cost:
     """``status.cost`` after counting the pods' GPU time up to now; adds the increase to the fleet counters."""
     ledger = costing.CostLedger.from_status(status.cost.model_dump(by_alias=True))
+    if ledger.problems and not ctx.repairs_reported:  # the write below stores the repair: say it once
+        events.post_repairs(ctx.meta, ledger.problems)
+        ctx.repairs_reported = True
     accrual = costing.accrue(ledger, ctx.intervals, ctx.now)
     allocated = costing.allocated_gpus(ctx.intervals)
     eta = status.progress.eta_seconds
