@@ -332,6 +332,63 @@ def test_deadline_passed(deadline: int | None, started: datetime | None, passed:
     assert decide.deadline_passed(deadline, started, NOW) is passed
 
 
+
+# -- activeDeadlineSeconds without suspended and queued time -----------------------------------
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+RUNS = decide.DeadlineClock()
+PAUSED_SINCE_100 = decide.DeadlineClock(0.0, ago(100))
+
+TRACK_ROWS = [
+    # id, clock as stored, started, phase now, clock after
+    ("not started: nothing counts, nothing to track", RUNS, False, st.SUSPENDED, RUNS),
+    ("queued before the start: nothing to track", RUNS, False, st.QUEUED, RUNS),
+    ("running: the clock runs", RUNS, True, st.RUNNING, RUNS),
+    ("a user or budget suspension stops it now", RUNS, True, st.SUSPENDED, decide.DeadlineClock(0.0, NOW)),
+    ("a Kueue preemption (Queued) stops it now", RUNS, True, st.QUEUED, decide.DeadlineClock(0.0, NOW)),
+    ("still held: the pause keeps its start", PAUSED_SINCE_100, True, st.SUSPENDED, PAUSED_SINCE_100),
+    ("held by another (suspended, then queued): one pause", PAUSED_SINCE_100, True, st.QUEUED, PAUSED_SINCE_100),
+    ("resumed: the pause is added up", decide.DeadlineClock(30.0, ago(100)), True, st.CREATED,
+     decide.DeadlineClock(130.0, None)),
+    ("running again after a pause", PAUSED_SINCE_100, True, st.RUNNING, decide.DeadlineClock(100.0, None)),
+    ("a restart after a pause counts", PAUSED_SINCE_100, True, st.RESTARTING, decide.DeadlineClock(100.0, None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("clock", "started", "phase", "want"), [r[1:] for r in TRACK_ROWS], ids=[r[0] for r in TRACK_ROWS]
+)
+def test_track_deadline(clock: decide.DeadlineClock, started: bool, phase: str, want: decide.DeadlineClock) -> None:
+    assert decide.track_deadline(clock, started=started, phase=phase, now=NOW) == want
+
+
+DEADLINE_ROWS = [
+    # id, deadline, started seconds ago, clock, passed
+    ("ran 100 of 60 with no pause", 60, 100, RUNS, True),
+    ("ran 100, 50 of it suspended: 50 of 60", 60, 100, decide.DeadlineClock(50.0, None), False),
+    ("ran 100, 40 of it suspended: 60 of 60", 60, 100, decide.DeadlineClock(40.0, None), True),
+    ("suspended for the last 90 of 100: 10 of 60", 60, 100, decide.DeadlineClock(0.0, ago(90)), False),
+    ("past pauses and the current one add up", 60, 200, decide.DeadlineClock(100.0, ago(50)), False),
+    ("a pause mark in the future counts as none", 60, 100, decide.DeadlineClock(0.0, NOW + timedelta(seconds=5)), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "started_ago", "clock", "passed"), [r[1:] for r in DEADLINE_ROWS], ids=[r[0] for r in DEADLINE_ROWS]
+)
+def test_deadline_passed_without_paused_time(
+    deadline: int, started_ago: float, clock: decide.DeadlineClock, passed: bool
+) -> None:
+    assert decide.deadline_passed(deadline, ago(started_ago), NOW, clock) is passed
+
+
+def test_deadline_message_names_the_time_left_out() -> None:
+    conds = decide.deadline_conditions(60, 125.4)
+    assert all("activeDeadlineSeconds (60s, not counting 125s suspended or queued)" in c.message for c in conds)
+
+
 RESTART_ROWS = [
     # id, verdict, restarts, disruptions, limit, give up, restarts after, disruptions after, delay, reason
     ("first failure", st.Verdict.WORKER_FAILED, 0, 0, 3, False, 1, 0, 10.0, st.Reason.WORKER_FAILED),
@@ -453,3 +510,13 @@ def test_settle_conditions(phase: str, old: AdaptationJobStatus, expected: list[
 )
 def test_expired(ttl: int | None, completed: datetime | None, expired: bool) -> None:
     assert decide.expired(ttl, completed, NOW) is expired
+
+
+def test_the_deadline_clock_round_trips_through_annotations_and_survives_bad_values() -> None:
+    from kadapt_operator.runtime import deadline
+
+    clock = decide.DeadlineClock(125.25, NOW.replace(microsecond=123456))
+    assert deadline.clock_of({k: v for k, v in deadline.annotations_of(clock).items() if v is not None}) == clock
+    assert deadline.annotations_of(decide.DeadlineClock(3.0))[deadline.ANN_PAUSED_SINCE] is None
+    bad = {deadline.ANN_PAUSED_SECONDS: "lots", deadline.ANN_PAUSED_SINCE: "yesterday"}
+    assert deadline.clock_of(bad) == decide.DeadlineClock()

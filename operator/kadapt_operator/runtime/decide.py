@@ -157,9 +157,55 @@ class Outcome(StrEnum):
     WAITING_TO_RESTART = "waiting-to-restart"
 
 
-def deadline_passed(deadline_seconds: int | None, started: datetime | None, now: datetime) -> bool:
-    """Whether ``spec.runPolicy.activeDeadlineSeconds`` has run out since ``started``."""
-    return deadline_seconds is not None and started is not None and now - started >= timedelta(seconds=deadline_seconds)
+#: Phases in which ``activeDeadlineSeconds`` does not run: the user, a budget or Kueue holds the job.
+DEADLINE_PAUSED_PHASES = frozenset({st.SUSPENDED, st.QUEUED})
+
+
+@dataclass(frozen=True)
+class DeadlineClock:
+    """Time since the first running pod that ``activeDeadlineSeconds`` does not count.
+
+    Kept in the API server (annotations, see :mod:`kadapt_operator.runtime.deadline`), so a
+    restarted operator neither forgets a past suspension nor loses the one in progress.
+    """
+
+    #: Seconds of finished pauses (suspended or queued after the start).
+    paused_seconds: float = 0.0
+    #: When the pause in progress began; None while the clock runs.
+    paused_since: datetime | None = None
+
+    def paused_at(self, now: datetime) -> float:
+        """Seconds excluded from the deadline up to ``now``, the pause in progress included."""
+        current = (now - self.paused_since).total_seconds() if self.paused_since is not None else 0.0
+        return self.paused_seconds + max(current, 0.0)
+
+
+def track_deadline(clock: DeadlineClock, *, started: bool, phase: str, now: datetime) -> DeadlineClock:
+    """Stop the deadline's clock when a started job is suspended or queued, run it again after.
+
+    Before the first running pod nothing counts anyway (``started`` False). A suspension by
+    the user or a budget, or a Kueue preemption that re-queues the job, stops the clock at
+    ``now`` (the reconcile that sees it); the first reconcile in any other phase adds the
+    pause to ``paused_seconds``. The wait for pods after a resume counts, like a restart's.
+    """
+    if not started:
+        return clock
+    paused = phase in DEADLINE_PAUSED_PHASES
+    if paused and clock.paused_since is None:
+        return DeadlineClock(clock.paused_seconds, now)
+    if not paused and clock.paused_since is not None:
+        return DeadlineClock(round(clock.paused_at(now), 3), None)
+    return clock
+
+
+def deadline_passed(
+    deadline_seconds: int | None, started: datetime | None, now: datetime, clock: DeadlineClock | None = None
+) -> bool:
+    """Whether ``spec.runPolicy.activeDeadlineSeconds`` has run out since ``started``, pauses excluded."""
+    if deadline_seconds is None or started is None:
+        return False
+    paused = clock.paused_at(now) if clock is not None else 0.0
+    return (now - started).total_seconds() - paused >= deadline_seconds
 
 
 def decide_outcome(
@@ -241,9 +287,10 @@ def restart_conditions(plan: RestartPlan) -> list[st.CondUpdate]:
     return [st.CondUpdate(st.RESTARTING, st.TRUE, plan.condition_reason, plan.message)]
 
 
-def deadline_conditions(deadline_seconds: int | None) -> list[st.CondUpdate]:
-    """Failed and not Running, naming the deadline."""
-    msg = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline_seconds}s); pods stopped"
+def deadline_conditions(deadline_seconds: int | None, paused_seconds: float = 0.0) -> list[st.CondUpdate]:
+    """Failed and not Running, naming the deadline (and the suspended or queued time it left out)."""
+    excluded = f", not counting {paused_seconds:.0f}s suspended or queued" if paused_seconds >= 1 else ""
+    msg = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline_seconds}s{excluded}); pods stopped"
     return [
         st.CondUpdate(st.FAILED, st.TRUE, st.Reason.DEADLINE_EXCEEDED, msg),
         st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.DEADLINE_EXCEEDED, msg),

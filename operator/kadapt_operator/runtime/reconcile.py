@@ -42,6 +42,7 @@ from kadapt_operator.metrics import (
 )
 from kadapt_operator.render import render
 from kadapt_operator.runtime import cleanup, decide, events, progress, queueing, readiness, termination
+from kadapt_operator.runtime import deadline as deadline_clock
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
 from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
@@ -321,10 +322,11 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
     """Act on the gang's verdict: success, deadline, a gang restart, or waiting for one."""
     assert ctx.observation is not None
     deadline = ctx.job.spec.run_policy.active_deadline_seconds
+    clock = await deadline_clock.track(rt, ctx)  # suspended and queued time does not count
     bad_input = permanent_failure(ctx)
     outcome = decide.decide_outcome(
         ctx.observation.verdict,
-        deadline_passed=decide.deadline_passed(deadline, ctx.status.start_time, ctx.now),
+        deadline_passed=decide.deadline_passed(deadline, ctx.status.start_time, ctx.now, clock),
         job_exists=ctx.job_view is not None,
         restart_pending=ctx.restart_after is not None,
         bad_input=bad_input is not None,
@@ -344,7 +346,7 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
     elif outcome == Outcome.DEADLINE:
         ctx.phase = st.FAILED
-        ctx.updates.extend(decide.deadline_conditions(deadline))
+        ctx.updates.extend(decide.deadline_conditions(deadline, clock.paused_at(ctx.now)))
         ctx.status.completion_time = k8s.kube_time(ctx.now)
         if ctx.job_view is not None:
             await rt.api().delete(JOBS, ctx.namespace, ctx.job_view.name)
