@@ -6,6 +6,7 @@ and the decision it must come to. Every branch of ``decide`` has a row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -520,3 +521,61 @@ def test_the_deadline_clock_round_trips_through_annotations_and_survives_bad_val
     assert deadline.annotations_of(decide.DeadlineClock(3.0))[deadline.ANN_PAUSED_SINCE] is None
     bad = {deadline.ANN_PAUSED_SECONDS: "lots", deadline.ANN_PAUSED_SINCE: "yesterday"}
     assert deadline.clock_of(bad) == decide.DeadlineClock()
+
+
+# -- pods the Job controller cannot create ------------------------------------------------------
+LIVE_JOB = st.JobView(name="tune", uid="u1", suspended=False, completions=2, succeeded=0, complete=False,
+                      failed_reason=None)
+STARTING = st.Observation(st.CREATED, (st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.PODS_STARTING, "0/2"),))
+FAILING = st.Observation(st.RESTARTING, (), st.Verdict.WORKER_FAILED)
+
+MISSING_ROWS = [
+    # id, job, current pods, observation, read the Job's Events
+    ("no Job yet", None, 0, STARTING, False),
+    ("a live Job short of pods", LIVE_JOB, 1, STARTING, True),
+    ("a full gang", LIVE_JOB, 2, STARTING, False),
+    ("a suspended Job has no pods on purpose", replace(LIVE_JOB, suspended=True), 0, STARTING, False),
+    ("a finished Job", replace(LIVE_JOB, complete=True), 0, STARTING, False),
+    ("a failed Job", replace(LIVE_JOB, failed_reason="BackoffLimitExceeded"), 0, STARTING, False),
+    ("a failure to handle first", LIVE_JOB, 1, FAILING, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("job", "pods", "observation", "want"), [r[1:] for r in MISSING_ROWS], ids=[r[0] for r in MISSING_ROWS]
+)
+def test_pods_missing(job: st.JobView | None, pods: int, observation: st.Observation, want: bool) -> None:
+    assert decide.pods_missing(job, pods, 2, observation) is want
+
+
+def event(reason: str = "FailedCreate", *, kind: str = "Job", name: str = "tune", uid: str | None = "u1",
+          message: str = "forbidden: exceeded quota", last: str = "2026-01-01T11:00:00Z") -> dict[str, Any]:
+    involved = {"kind": kind, "name": name, **({"uid": uid} if uid else {})}
+    return {"reason": reason, "involvedObject": involved, "message": message, "lastTimestamp": last}
+
+
+FAILED_CREATE_ROWS = [
+    # id, events, the message named (None: no FailedCreate condition)
+    ("none", [], None),
+    ("this Job's refusal", [event()], "exceeded quota"),
+    ("an Event without a uid (older API servers)", [event(uid=None)], "exceeded quota"),
+    ("another incarnation's", [event(uid="u0")], None),
+    ("another Job's", [event(name="other")], None),
+    ("a pod's Event of the same name", [event(kind="Pod")], None),
+    ("another reason", [event("SuccessfulCreate")], None),
+    ("the newest wins", [event(message="old: LimitRange", last="2026-01-01T10:00:00Z"),
+                         event(message="new: PodSecurity"), event(message="older", last="bad time")],
+     "new: PodSecurity"),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "named"), [r[1:] for r in FAILED_CREATE_ROWS], ids=[r[0] for r in FAILED_CREATE_ROWS]
+)
+def test_failed_create(events: list[dict[str, Any]], named: str | None) -> None:
+    got = decide.failed_create(events, LIVE_JOB)
+    if named is None:
+        assert got is None
+        return
+    assert got is not None and (got.type, got.status, got.reason) == (st.RUNNING, st.FALSE, st.Reason.FAILED_CREATE)
+    assert named in got.message and "ResourceQuota" in got.message

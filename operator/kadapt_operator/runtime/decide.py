@@ -9,11 +9,14 @@ suspension and budget logic is unit-tested table by table without kopf or an API
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from kadapt_operator import cost as costing
+from kadapt_operator import k8s
 from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.termination import Termination
@@ -141,6 +144,63 @@ def resumed_at(suspended: Condition | None, *, suspending: bool, now: datetime) 
     if suspended.status == st.FALSE:
         return suspended.last_transition_time
     return None
+
+
+# -- pods the Job controller cannot create ---------------------------------------------------
+#: The Job controller's Event reason when the API server refuses a pod (ResourceQuota, LimitRange,
+#: Pod Security admission, a webhook): the only place that says why a Job has no pods.
+FAILED_CREATE_EVENT = "FailedCreate"
+
+
+def pods_missing(job: st.JobView | None, current_pods: int, workers: int, observation: st.Observation) -> bool:
+    """Whether the gang is short of pods the Job controller should have created (then read its Events).
+
+    Only for a live, unsuspended, unfinished Job whose observation is still "starting": a
+    failed, suspended or queued gang has its own explanation, and a full gang needs none.
+    """
+    if job is None or job.suspended or job.complete or job.failed_reason is not None:
+        return False
+    return observation.phase == st.CREATED and observation.verdict == st.Verdict.NONE and current_pods < workers
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime:
+    series = event.get("series") or {}
+    meta = event.get("metadata") or {}
+    for raw in (series.get("lastObservedTime"), event.get("lastTimestamp"), event.get("eventTime"),
+                event.get("firstTimestamp"), meta.get("creationTimestamp")):
+        try:
+            parsed = k8s.parse_time(raw)
+        except (TypeError, ValueError):
+            continue
+        if parsed is not None:
+            return parsed
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def failed_create(events: Iterable[Mapping[str, Any]], job: st.JobView) -> st.CondUpdate | None:
+    """``Running=False`` (reason FailedCreate) from the newest FailedCreate Event on this Job, or None.
+
+    Only Events about this incarnation of the Job count (its uid, when the Event names one):
+    a deleted namesake's refusals are not this gang's.
+    """
+    mine = []
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if event.get("reason") != FAILED_CREATE_EVENT or involved.get("kind") != "Job":
+            continue
+        if involved.get("name") != job.name or (involved.get("uid") and job.uid and involved.get("uid") != job.uid):
+            continue
+        mine.append(event)
+    if not mine:
+        return None
+    latest = max(mine, key=_event_time)
+    cause = str(latest.get("message") or "no message").strip()
+    msg = (
+        f"the Job controller cannot create the pods of Job {job.name}: {cause}; fix what refuses them "
+        "(the namespace's ResourceQuota or LimitRange, Pod Security admission, or the job's resources): "
+        "the Job controller keeps retrying"
+    )
+    return st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.FAILED_CREATE, msg)
 
 
 # -- outcome: success, deadline, restart -----------------------------------------------------

@@ -41,7 +41,7 @@ from kadapt_operator.metrics import (
     job_sample,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import cleanup, decide, events, progress, queueing, readiness, termination
+from kadapt_operator.runtime import cleanup, creation, decide, events, progress, queueing, readiness, termination
 from kadapt_operator.runtime import deadline as deadline_clock
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
@@ -294,6 +294,7 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
         suspend_reason=ctx.suspend_reason,
         resumed_at=since,
     )
+    obs = await creation.explain(rt, ctx, obs)  # a gang short of pods: the Job controller's FailedCreate
     queue = queueing.observe_queue(
         queueing.queue_name(ctx.job.spec.queue_name, rt.settings.default_queue_name),
         ctx.job_view,
