@@ -544,7 +544,9 @@ async def tick_forever(rt: Runtime) -> None:
 
     while True:
         await asyncio.sleep(rt.settings.poll_interval_seconds)
-        if not await rt.active():
+        active = await rt.active()
+        rt.metrics.export_fleet(active)  # only the active replica exports fleet and job metrics
+        if not active:
             continue  # a paused peer: the active replica does the periodic work and counts fleet cost
         keys = rt.keys()
         await asyncio.gather(*(one(k) for k in keys))
