@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -159,6 +160,30 @@ def test_chart_deployment_runs_the_operator_within_its_rbac(tmp_path: Path, watc
         assert _assert_requests_allowed_by_chart_rbac(cluster, r) > 5
 
 
+class _LogTail:
+    """Reads a process's output as it comes (a full pipe would block it), for log lines to wait on."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._lines.append(line)
+
+    def text(self) -> str:
+        return "".join(list(self._lines))
+
+
+def _reconciles(metrics_port: int, handler: str) -> int:
+    """Completed reconciles of one trigger, from the replica's /metrics (0 before the first)."""
+    _, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+    prefix = f'kadapt_operator_reconcile_duration_seconds_count{{handler="{handler}"}} '
+    return sum(int(float(line[len(prefix):])) for line in text.splitlines() if line.startswith(prefix))
+
+
 def test_two_replicas_peer_and_create_each_child_once(tmp_path: Path) -> None:
     h1, m1, h2, m2 = (_free_port() for _ in range(4))
     renders = [render(_values(h, m, replicaCount=2)) for h, m in ((h1, m1), (h2, m2))]
@@ -177,6 +202,7 @@ def test_two_replicas_peer_and_create_each_child_once(tmp_path: Path) -> None:
         cluster.in_loop(install_peering)
         with run_deployment(renders[0], cluster, tmp_path, "kadapt-a") as p1, \
                 run_deployment(renders[1], cluster, tmp_path, "kadapt-b") as p2:
+            logs = {p1.pid: _LogTail(p1), p2.pid: _LogTail(p2)}
             _wait(lambda: _get(f"http://127.0.0.1:{h1}/healthz")[0] == 200, 90, "replica a", p1)
             _wait(lambda: _get(f"http://127.0.0.1:{h2}/healthz")[0] == 200, 90, "replica b", p2)
 
@@ -187,12 +213,25 @@ def test_two_replicas_peer_and_create_each_child_once(tmp_path: Path) -> None:
             both = _wait(lambda: (lambda p: p if {"kadapt-a", "kadapt-b"} <= set(p) else None)(peers()), 60,
                          "both replicas in the peering")
             assert both["kadapt-a"]["priority"] != both["kadapt-b"]["priority"], "equal priorities freeze kopf"
+            a_leads = both["kadapt-a"]["priority"] > both["kadapt-b"]["priority"]
+            (active, active_metrics), (passive, passive_metrics) = (
+                ((p1, m1), (p2, m2)) if a_leads else ((p2, m2), (p1, m1)))
+            # kopf starts every replica paused and resumes the one its peering lets work; it says so in its log.
+            resumed = "Resuming operations after the pause"
+            _wait(lambda: resumed in logs[active.pid].text(), 60, "the active replica resumed", active)
             cluster.create(AJOBS, job_manifest("e2e-ha", "team-a"))
             _wait(lambda: cluster.get(JOBS, "team-a", "e2e-ha"), 60, "the training Job")
-            time.sleep(3)  # a second, unpaused replica would now create or patch the same children
+            # The active replica has looked at the job again since (two ticks after the Job): a second,
+            # unpaused replica would have handled the job's creation in that time too.
+            ticks = _reconciles(active_metrics, "tick")
+            _wait(lambda: _reconciles(active_metrics, "tick") >= ticks + 2, 60, "two more ticks of the active replica",
+                  active)
             creates = [rec for rec in _requests(cluster)
                        if (a := request_attributes(rec.method, rec.path)) is not None
                        and (a.verb, a.api_group, a.resource, a.namespace) == ("create", "batch", "jobs", "team-a")]
             assert len(creates) == 1, f"{len(creates)} Job creations: both replicas worked"
+            assert _reconciles(passive_metrics, "spec") == 0, "the paused replica must not handle the job"
+            passive_log = logs[passive.pid].text()  # it may have resumed before it saw its peer, then paused
+            assert passive_log.rfind(resumed) <= passive_log.rfind("Pausing operations"), "the passive works"
             assert p1.poll() is None and p2.poll() is None
             _assert_requests_allowed_by_chart_rbac(cluster, renders[0])
