@@ -70,19 +70,32 @@ def post(meta: StoredMeta, reason: str, message: str) -> None:
 RECOVERY_REASONS = frozenset({Reason.RESUMED, Reason.WITHIN_BUDGET})
 
 
-def post_transitions(meta: StoredMeta, changed: Sequence[Condition]) -> None:
-    """One Event per condition that became True, went wrong, or recovered (not every False).
+def worth_an_event(changed: Sequence[Condition]) -> list[Condition]:
+    """The conditions among ``changed`` (one status write's transitions) that each get one Event.
 
-    The kstatus conditions (Ready, Reconciling, Stalled) get none: they are derived from the
-    condition that moved (an image pull error makes Running=False *and* Stalled=True, Ready
-    and Reconciling False with the same reason), which has its own Event already; posting
-    theirs too would say the one transition up to four times.
+    A condition that became True, went wrong, or recovered does (not every False). The kstatus
+    conditions (Ready, Reconciling, Stalled) never do: they are derived from the condition that
+    moved (an image pull error makes Running=False *and* Stalled=True, Ready and Reconciling
+    False with the same reason), which has its Event already. And conditions that moved in one
+    write for the same reason are one transition told from several sides (a deadline sets
+    Failed=True and Running=False, both DeadlineExceeded): one Event, from the True one.
     """
+    chosen: dict[str, Condition] = {}
     for cond in changed:
         if cond.type in KSTATUS_TYPES:
             continue
-        if cond.status == TRUE or cond.reason in WARNING_REASONS or cond.reason in RECOVERY_REASONS:
-            post(meta, cond.reason, f"{cond.type}={cond.status}: {cond.message}".rstrip(": "))
+        if not (cond.status == TRUE or cond.reason in WARNING_REASONS or cond.reason in RECOVERY_REASONS):
+            continue
+        first = chosen.get(cond.reason)
+        if first is None or (first.status != TRUE and cond.status == TRUE):
+            chosen[cond.reason] = cond
+    return list(chosen.values())
+
+
+def post_transitions(meta: StoredMeta, changed: Sequence[Condition]) -> None:
+    """One Event per transition among ``changed`` (see :func:`worth_an_event`)."""
+    for cond in worth_an_event(changed):
+        post(meta, cond.reason, f"{cond.type}={cond.status}: {cond.message}".rstrip(": "))
 
 
 def post_repairs(meta: StoredMeta, problems: Sequence[str]) -> None:
