@@ -74,3 +74,26 @@ def test_a_repaired_status_entry_is_named_in_a_warning_event(cluster: Cluster, o
     )
     operator.wait_handled(NS, "mended", more=3, trigger="tick")
     assert checks.status_of(cluster, "mended", NS)["phase"] == "Running", "the job's ticks go on"
+
+
+def test_a_status_field_that_does_not_parse_is_dropped_with_a_warning_event(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    cluster.create(AJOBS, job_manifest("hand-edited", NS))
+    checks.start_gang(cluster, "hand-edited", NS)
+    cluster.wait_for(lambda: checks.status_of(cluster, "hand-edited", NS).get("phase") == "Running", message="Running")
+    cluster.set_status(AJOBS, NS, "hand-edited", {"restarts": "many", "startTime": "the other day"})
+
+    def repaired() -> list[dict[str, Any]]:
+        return [e for e in checks.events_for(cluster, "hand-edited", NS) if e.get("reason") == "StatusRepaired"]
+
+    found = cluster.wait_for(repaired, message="a StatusRepaired Event")
+    assert found[0]["type"] == "Warning"
+    assert "status.restarts: 'many'" in found[0]["message"] and "status.startTime" in found[0]["message"]
+    status = cluster.wait_for(
+        lambda: (s := checks.status_of(cluster, "hand-edited", NS)) and "restarts" not in s and s,
+        message="the field that does not parse deleted from status",
+    )
+    assert status.get("startTime") != "the other day", "a startTime that is no time is set again, or dropped"
+    operator.wait_handled(NS, "hand-edited", more=3, trigger="tick")
+    assert len(repaired()) == 1, "dropped once, said once"

@@ -13,6 +13,9 @@ event on its Job or pods; the periodic tick) runs the same steps under a per-job
 8. :func:`write_status_and_events`: one status patch, only when something changed, and one
    Event per condition transition.
 
+Before them, :func:`repair.drop_unparsable_status` deletes status fields that no longer parse
+(with a Warning Event), so that no tick reads and skips them for ever.
+
 The decisions themselves are pure functions in :mod:`kadapt_operator.runtime.decide`;
 the steps here gather observations and carry decisions out. The state a reconcile needs
 lives in the API server (status, a few ``kadapt.dev/`` annotations), never in memory: a
@@ -41,7 +44,17 @@ from kadapt_operator.metrics import (
     job_sample,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import cleanup, creation, decide, events, progress, queueing, readiness, termination
+from kadapt_operator.runtime import (
+    cleanup,
+    creation,
+    decide,
+    events,
+    progress,
+    queueing,
+    readiness,
+    repair,
+    termination,
+)
 from kadapt_operator.runtime import deadline as deadline_clock
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
@@ -492,6 +505,7 @@ async def write_status_and_events(rt: Runtime, ctx: ReconcileContext) -> None:
 
 
 STEPS: tuple[Step, ...] = (
+    repair.drop_unparsable_status,
     account_cost,
     decide_budget_and_suspension,
     ensure_children,
