@@ -200,6 +200,39 @@ class NamespaceLedger(BaseModel):
 Booking.model_rebuild()
 
 
+class JobSpend(BaseModel):
+    """One AdaptationJob incarnation's running totals, as its ``status.cost`` shows them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uid: str = Field(min_length=1)
+    cost: float = 0.0
+    gpu_seconds: float = 0.0
+
+
+def book_jobs(
+    ledger: NamespaceLedger,
+    live: Iterable[JobSpend],
+    departed: Iterable[JobSpend],
+    now: datetime,
+) -> NamespaceLedger:
+    """Book a namespace's jobs into its ledger, then forget the jobs that are gone.
+
+    ``live`` are the namespace's AdaptationJobs that exist now; ``departed`` the last known
+    totals of jobs deleted since the previous booking (their final growth is booked too). A
+    departed job whose mark the ledger no longer holds was forgotten already (a booking ran
+    between its disappearance from the watch and its deletion event): booking it again would
+    book its whole total a second time, so it is skipped, losing at most one poll's growth.
+    """
+    live = list(live)
+    for job in live:
+        ledger = ledger.book(job.uid, job.cost, job.gpu_seconds, now).ledger
+    for job in departed:
+        if job.uid in ledger.jobs:
+            ledger = ledger.book(job.uid, job.cost, job.gpu_seconds, now).ledger
+    return ledger.forget(job.uid for job in live)
+
+
 def _number(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
 

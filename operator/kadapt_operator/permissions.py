@@ -18,6 +18,11 @@ Peering (more than one replica, ``--peering NAME``) adds kopf's peering objects:
 ``kopfpeerings`` in each watched namespace, or ``clusterkopfpeerings`` in all-namespaces
 mode.
 
+In every mode, a Role in the operator's *own* namespace lets it keep the namespace budgets'
+spend ledgers there (ConfigMaps ``kadapt-spend-<namespace>``, ``kadapt_operator.ledger``):
+away from the tenants' namespaces, so that a tenant who may write ConfigMaps in its own
+namespace cannot lower its recorded spend.
+
 Secrets: none. Training pods reference Secrets (image pull secrets, credentials in
 environment variables), but the kubelet resolves those, never the operator.
 """
@@ -44,6 +49,8 @@ class Scope(StrEnum):
 
     NAMESPACED = "namespaced"
     CLUSTER = "cluster"
+    #: A Role in the operator's own namespace (the release namespace), whatever it serves.
+    OPERATOR = "operator"
 
 
 class When(StrEnum):
@@ -131,6 +138,11 @@ RULES: tuple[Rule, ...] = (
          "delete it to restart the gang"),
     Rule(CORE, "pods", WATCH, Scope.NAMESPACED,
          "watch the gang's pods: rank 0's address for /progress, running GPU seconds, failures, disruptions"),
+    # --- the operator's own namespace -----------------------------------------------------------
+    Rule(CORE, "configmaps", ("get", "create", "patch"), Scope.OPERATOR,
+         "namespace budgets: the spend ledger of each budgeted namespace (kadapt-spend-<namespace>), "
+         "read, created once and patched under its resourceVersion; never deleted, since spend must "
+         "outlive the jobs"),
 )
 
 #: Requests kopf makes but handles a 403 for by design; deliberately not granted.
@@ -221,15 +233,22 @@ def request_attributes(
 
 
 def is_granted(
-    attrs: RequestAttributes, mode: Mode, watched_namespaces: Iterable[str] = ()
+    attrs: RequestAttributes,
+    mode: Mode,
+    watched_namespaces: Iterable[str] = (),
+    operator_namespace: str | None = None,
 ) -> bool:
     """Whether the RBAC that the chart renders for ``mode`` allows this request.
 
     Namespaced rules apply in ``watched_namespaces`` only, unless ``mode.all_namespaces``.
     Cluster rules apply to cluster-scoped requests and to lists across all namespaces.
+    Operator rules apply in ``operator_namespace`` (the release namespace) only.
     """
     triple = (attrs.api_group, attrs.resource, attrs.verb)
     if triple in granted_pairs(mode, Scope.CLUSTER):
+        return True
+    in_home = operator_namespace is not None and attrs.namespace == operator_namespace
+    if in_home and triple in granted_pairs(mode, Scope.OPERATOR):
         return True
     if triple not in granted_pairs(mode, Scope.NAMESPACED):
         return False

@@ -40,6 +40,7 @@ import attrs
 import kmock
 import yaml
 from kmock._internal import dsl, enums, rendering
+from kmock._internal.k8s import KubernetesError
 
 from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime.world import Runtime
@@ -59,6 +60,9 @@ CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 LEASES = "coordination.k8s.io/v1/leases"
 PEERINGS = "kopf.dev/v1/kopfpeerings"
 CLUSTER_PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
+
+#: The namespace the test operator runs in (where namespace budgets keep their spend ledgers).
+OPERATOR_NAMESPACE = "kadapt-system"
 
 #: User-Agent of the harness's own requests, so the operator's requests can be told apart.
 HARNESS_AGENT = "kadapt-test-harness"
@@ -241,6 +245,16 @@ class Emulator(kmock.KubernetesEmulator, _LinearDispatch):
                     meta["namespace"] = request.namespace
             elif request.action == enums.action.UPDATE:
                 current = self._current(request) or {}
+                sent = meta.get("resourceVersion")
+                stored = (current.get("metadata") or {}).get("resourceVersion")
+                if sent and current and str(sent) != str(stored):
+                    # An API server refuses a write based on an older read (optimistic concurrency).
+                    raise KubernetesError(
+                        status=409,
+                        reason="Conflict",
+                        message=f"the object has been modified (resourceVersion {sent} is not {stored}); "
+                        "read it again and retry",
+                    )
                 has_status = self._resource_key(request) in self._status_resources()
                 if has_status and request.subresource == "status":
                     for key in list(data):
@@ -616,10 +630,12 @@ class Cluster:
         ready_timeout: float = 30.0,
         liveness: str | None = None,
         metrics: OperatorMetrics | None = None,
+        operator_namespace: str = OPERATOR_NAMESPACE,
     ) -> Iterator[OperatorHandle]:
         """Run the real kadapt operator (kopf) in a thread against this emulator, over HTTP.
 
         ``metrics``: the registry it records into (a test that serves one passes it); a fresh one when None.
+        ``operator_namespace``: where it runs (its namespace budgets' spend ledgers live there).
         """
         handle = start_operator(
             self.kubeconfig,
@@ -628,6 +644,7 @@ class Cluster:
             fast=fast,
             liveness=liveness,
             metrics=metrics,
+            operator_namespace=operator_namespace,
         )
         try:
             if not handle.ready_flag.wait(ready_timeout):
@@ -672,8 +689,15 @@ def start_operator(
     fast: bool = True,
     liveness: str | None = None,
     metrics: OperatorMetrics | None = None,
+    operator_namespace: str = OPERATOR_NAMESPACE,
+    peering: tuple[str, int] | None = None,
+    identity: str | None = None,
 ) -> OperatorHandle:
-    """Start the kadapt operator in a thread; stop it with ``handle.stop()``."""
+    """Start the kadapt operator in a thread; stop it with ``handle.stop()``.
+
+    ``peering``: (peering name, priority) to run as one of several peered replicas, with
+    ``identity`` as its peer id; standalone when None.
+    """
     from kadapt_operator.runtime.options import RuntimeOptions
     from kadapt_operator.runtime.startup import run_operator
     from kadapt_operator.settings import OperatorSettings
@@ -684,13 +708,16 @@ def start_operator(
     options = RuntimeOptions(
         namespaces=tuple(namespaces),
         clusterwide=False,
-        standalone=True,
+        standalone=peering is None,
+        peering_name=peering[0] if peering else None,
+        priority=peering[1] if peering else 0,
         kubeconfig=kubeconfig,
         fast=fast,
         liveness_endpoint=liveness,
+        operator_namespace=operator_namespace,
     )
     # A fresh metrics registry per operator: no test sees another operator's counts.
-    runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics())
+    runtime = Runtime(settings=settings, options=options, metrics=metrics or OperatorMetrics(), identity=identity)
     handle = OperatorHandle(thread=threading.Thread(), stop_flag=stop_flag, ready_flag=ready_flag, runtime=runtime)
 
     def target() -> None:

@@ -63,18 +63,35 @@ def pair_table(grants: dict[str, set[Triple]]) -> str:
 def test_granted_pairs_equal_permissions_py(case: Case) -> None:
     grants = operator_grants(render_case(case))
     table = pair_table(grants)
+    # The spend ledgers' Role lives in the release namespace in every mode (merged with the
+    # watched namespace's Role when the release namespace is served too).
+    ledgers = granted_pairs(case.mode, Scope.OPERATOR)
+    assert ledgers == {("", "configmaps", "get"), ("", "configmaps", "create"), ("", "configmaps", "patch")}
     if case.mode.all_namespaces:
-        assert set(grants) == {"cluster"}, table
-        assert grants["cluster"] == granted_pairs(case.mode), table
+        assert set(grants) == {"cluster", NAMESPACE}, table
+        assert grants["cluster"] == granted_pairs(case.mode, Scope.CLUSTER) | granted_pairs(
+            case.mode, Scope.NAMESPACED), table
+        assert grants[NAMESPACE] == ledgers, table
         return
-    assert set(grants) == {"cluster", *case.watched}, table
+    assert set(grants) == {"cluster", NAMESPACE, *case.watched}, table
     # Nothing cluster-wide but what kopf's CRD watch needs.
     assert grants["cluster"] == granted_pairs(case.mode, Scope.CLUSTER) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     }, table
-    for ns in case.watched:
-        assert grants[ns] == granted_pairs(case.mode, Scope.NAMESPACED), f"{ns}:\n{table}"
+    for ns in {*case.watched, NAMESPACE}:
+        expected = (granted_pairs(case.mode, Scope.NAMESPACED) if ns in case.watched else set()) | (
+            ledgers if ns == NAMESPACE else set())
+        assert grants[ns] == expected, f"{ns}:\n{table}"
+
+
+def test_the_spend_ledgers_role_is_in_the_release_namespace_only() -> None:
+    r = render({"watch": {"namespaces": ["team-a", "team-b"]}})
+    ledger_roles = [o for o in r.of_kind("Role") if o["metadata"]["name"].endswith("-spend-ledger")]
+    assert [o["metadata"]["namespace"] for o in ledger_roles] == [NAMESPACE]
+    assert _expand(ledger_roles[0]["rules"]) == granted_pairs(Mode(), Scope.OPERATOR)
+    # The tenants' namespaces grant the operator ConfigMaps for the jobs' configs, not the ledgers' home.
+    assert operator_grants(r)[NAMESPACE] == granted_pairs(Mode(), Scope.OPERATOR)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -157,6 +174,12 @@ def test_is_granted_respects_namespaces_and_modes() -> None:
     assert is_granted(crds, Mode(), watched)
     assert not is_granted(peering, Mode(), watched) and is_granted(peering, Mode(peering=True), watched)
     assert not is_granted(namespaces, Mode(), watched) and is_tolerated(namespaces)
+    ledger = request_attributes("PATCH", "/api/v1/namespaces/kadapt-system/configmaps/kadapt-spend-team-a")
+    ledger_delete = request_attributes("DELETE", "/api/v1/namespaces/kadapt-system/configmaps/kadapt-spend-team-a")
+    assert ledger and ledger_delete
+    assert is_granted(ledger, Mode(), watched, operator_namespace="kadapt-system")
+    assert not is_granted(ledger, Mode(), watched), "only in the operator's namespace"
+    assert not is_granted(ledger_delete, Mode(), watched, operator_namespace="kadapt-system"), "ledgers are kept"
 
 
 # --- what the operator code calls ----------------------------------------------------------------

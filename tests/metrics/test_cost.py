@@ -22,7 +22,6 @@ from kadapt_operator.cost import (
     CONDITION_BUDGET_EXCEEDED,
     REASON_MAX_COST,
     REASON_MAX_GPU_HOURS,
-    REASON_NAMESPACE_BUDGET,
     REASON_WITHIN_BUDGET,
     CostLedger,
     PodInterval,
@@ -32,8 +31,6 @@ from kadapt_operator.cost import (
     cost_figures,
     cost_of,
     cost_so_far,
-    namespace_budget_decision,
-    namespace_spent,
     pod_interval,
     price_for,
     projected_cost,
@@ -371,22 +368,6 @@ def test_tiny_budget_suspends_then_raising_it_resumes_with_the_ledger_intact() -
     run_polls([resumed], [210, 250, 310], job)
     assert job.gpu_seconds == 103 + 100
     assert not budget_decision(raised, job.gpu_seconds, job.gpu_seconds / 3600 * price).exceeded
-
-
-def test_namespace_budget() -> None:
-    jobs: list[dict[str, Any]] = [
-        {"metadata": {"namespace": "team-a"}, "status": {"cost": {"costSoFar": 4.0}}},
-        {"metadata": {"namespace": "team-a"}, "status": {"cost": {"costSoFar": 6.5}}},
-        {"metadata": {"namespace": "team-a"}},
-        {"metadata": {"namespace": "team-b"}, "status": {"cost": {"costSoFar": 100.0}}},
-    ]
-    spent = namespace_spent(jobs, "team-a")
-    assert spent == 10.5
-    refused = namespace_budget_decision("team-a", {"team-a": 10.0}, spent, currency="EUR")
-    assert refused.exceeded and refused.reason == REASON_NAMESPACE_BUDGET
-    assert "team-a" in refused.message and "namespaceBudgets" in refused.message
-    assert not namespace_budget_decision("team-a", {"team-a": 20.0}, spent).exceeded
-    assert not namespace_budget_decision("team-c", {"team-a": 1.0}, 1e6).exceeded
 
 
 def test_crd_keeps_the_ledger_in_status() -> None:

@@ -29,6 +29,9 @@ OVER_COST = costing.BudgetDecision(True, costing.REASON_MAX_COST, "spent 5 of 4"
 NS_WITHIN = costing.BudgetDecision(False, costing.REASON_WITHIN_BUDGET, "within namespace budget", 0.1)
 NS_OVER = costing.BudgetDecision(True, costing.REASON_NAMESPACE_BUDGET, "namespace over", 1.0)
 HELD = Condition(type=st.BUDGET_EXCEEDED, status=st.TRUE, reason=costing.REASON_MAX_COST, message="held")
+NS_HELD = Condition(
+    type=st.BUDGET_EXCEEDED, status=st.TRUE, reason=costing.REASON_NAMESPACE_BUDGET, message="namespace over"
+)
 RELEASED = Condition(type=st.BUDGET_EXCEEDED, status=st.FALSE, reason=costing.REASON_WITHIN_BUDGET, message="ok")
 
 
@@ -75,13 +78,49 @@ BUDGET_ROWS = [
         False,
     ),
     (
-        "namespace over budget holds a job that has not run",
+        "namespace over budget holds a new job or stops a running one, its own reason on Suspended",
         {"namespace_budget": NS_OVER},
         True,
         costing.REASON_NAMESPACE_BUDGET,
-        st.Reason.BUDGET_EXCEEDED,
+        st.Reason.NAMESPACE_BUDGET_EXCEEDED,
         (st.TRUE, costing.REASON_NAMESPACE_BUDGET),
         True,
+    ),
+    (
+        "a namespace stop is lifted by a tick once the period resets (nothing in the spec lifts it)",
+        {"namespace_budget": NS_WITHIN, "held": NS_HELD, "trigger": Trigger.TICK},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        None,
+        (st.FALSE, costing.REASON_WITHIN_BUDGET),
+        False,
+    ),
+    (
+        "a namespace stop is lifted once the namespace has no budget any more",
+        {"held": NS_HELD, "trigger": Trigger.CHILDREN},
+        False,
+        costing.REASON_WITHIN_BUDGET,
+        None,
+        (st.FALSE, costing.REASON_WITHIN_BUDGET),
+        False,
+    ),
+    (
+        "a namespace stop is kept while the ledger cannot be read, even on a spec change",
+        {"held": NS_HELD, "namespace_unknown": True, "trigger": Trigger.SPEC},
+        True,
+        costing.REASON_NAMESPACE_BUDGET,
+        st.Reason.NAMESPACE_BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_NAMESPACE_BUDGET),
+        False,
+    ),
+    (
+        "a job-budget stop is not lifted by the namespace's reset on a tick",
+        {"job_budget": WITHIN, "has_budget": True, "namespace_budget": NS_WITHIN, "held": HELD},
+        True,
+        costing.REASON_MAX_COST,
+        st.Reason.BUDGET_EXCEEDED,
+        (st.TRUE, costing.REASON_MAX_COST),
+        False,
     ),
     (
         "namespace within budget: its verdict is shown only once a condition exists",

@@ -35,6 +35,13 @@ ROWS = [
     ("two transitions, two Events",
      [cond(st.CREATED, st.TRUE, "ChildrenCreated"), cond(st.RUNNING, st.FALSE, "Unschedulable")],
      [(st.CREATED, "ChildrenCreated"), (st.RUNNING, "Unschedulable")]),
+    ("two True sides of one cause each say theirs (the budget stops the job: BudgetExceeded, Suspended)",
+     [cond(st.SUSPENDED, st.TRUE, "NamespaceBudgetExceeded"), cond(st.RUNNING, st.FALSE, "NamespaceBudgetExceeded"),
+      cond(st.BUDGET_EXCEEDED, st.TRUE, "NamespaceBudgetExceeded")],
+     [(st.SUSPENDED, "NamespaceBudgetExceeded"), (st.BUDGET_EXCEEDED, "NamespaceBudgetExceeded")]),
+    ("two False sides of one warning: one Event",
+     [cond(st.RUNNING, st.FALSE, "BudgetExceeded"), cond(st.RESTARTING, st.FALSE, "BudgetExceeded")],
+     [(st.RUNNING, "BudgetExceeded")]),
     ("a plain False is no Event", [cond(st.RUNNING, st.FALSE, "PodsStarting")], []),
     ("a recovery is", [cond(st.SUSPENDED, st.FALSE, "Resumed")], [(st.SUSPENDED, "Resumed")]),
 ]

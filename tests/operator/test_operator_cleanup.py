@@ -130,8 +130,11 @@ def test_namespace_budget_holds_new_jobs_suspended() -> None:
         )
         assert spender["metadata"]["uid"]
         cluster.wait_for(lambda: checks.status_of(cluster, "spender", NS).get("cost", {}).get("costSoFar") == 0.1)
-        # The operator's own view (its index of the namespace's jobs) has seen that spend.
-        cluster.wait_for(lambda: op.runtime.namespace_spent(NS) >= 0.1, message="spend reached the operator's index")
+        # The active operator has booked that spend into the namespace's ledger (its own view of it).
+        cluster.wait_for(
+            lambda: (ledger := op.runtime.ledgers.get(NS)) is not None and ledger.spent(datetime.now(UTC)) >= 0.1,
+            message="spend booked into the namespace's ledger",
+        )
         cluster.create(AJOBS, job_manifest("newcomer", NS))
         cluster.create(AJOBS, job_manifest("elsewhere", "team-b"))
         job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "newcomer"))

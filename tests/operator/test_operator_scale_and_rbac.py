@@ -10,6 +10,7 @@ from tests.harness.emulator import (
     AJOBS,
     CONFIGMAPS,
     JOBS,
+    OPERATOR_NAMESPACE,
     PODS,
     SERVICES,
     Cluster,
@@ -51,7 +52,10 @@ def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
     from kadapt_operator import permissions
 
     with Cluster(namespaces=(NS,)) as cluster:
-        with cluster.operator(settings_overrides={"restart_backoff_seconds": 0.0}):
+        # A namespace budget: the operator books the namespace's spend into its ledger ConfigMap,
+        # in the operator's own namespace (created once, then patched).
+        budgets = {"restart_backoff_seconds": 0.0, "namespace_budgets": {NS: 1000.0}}
+        with cluster.operator(settings_overrides=budgets):
             # Every path: create, run, fail and restart, suspend, budget, finish, TTL delete, invalid spec.
             cluster.create(AJOBS, job_manifest("rbac", NS, runPolicy={"ttlSecondsAfterFinished": 0}))
             pods = checks.start_gang(cluster, "rbac", NS)
@@ -73,17 +77,28 @@ def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
             cluster.create(AJOBS, bad)
             cluster.wait_for(lambda: checks.status_of(cluster, "rbac-bad", NS).get("phase") == "Failed")
             cluster.wait_for(lambda: checks.events_for(cluster, "rbac-bad", NS))
+            ledger = f"kadapt-spend-{NS}"
+            cluster.wait_for(lambda: cluster.get(CONFIGMAPS, OPERATOR_NAMESPACE, ledger)
+                             and any(r.method == "PATCH" and r.path.endswith(ledger)
+                                     for r in cluster.operator_requests()),
+                             message="the spend ledger created and patched")
         mode = permissions.Mode(all_namespaces=False, peering=False)
         used: set[tuple[str, str, str]] = set()
+        in_home: set[tuple[str, str, str]] = set()
         denied = []
         for req in cluster.operator_requests():
             attrs = permissions.request_attributes(req.method, req.path, req.params)
             if attrs is None:
                 continue  # discovery: allowed to every authenticated user
             used.add((attrs.api_group, attrs.resource, attrs.verb))
-            if not (permissions.is_granted(attrs, mode, [NS]) or permissions.is_tolerated(attrs)):
+            if attrs.namespace == OPERATOR_NAMESPACE:
+                in_home.add((attrs.api_group, attrs.resource, attrs.verb))
+            granted = permissions.is_granted(attrs, mode, [NS], operator_namespace=OPERATOR_NAMESPACE)
+            if not (granted or permissions.is_tolerated(attrs)):
                 denied.append(f"{req.method} {req.path} -> {attrs}")
         assert not denied, "requests that the chart's RBAC would forbid:\n" + "\n".join(sorted(set(denied)))
+        # In its own namespace the operator touches the ledgers only, exactly as the ledgers' Role grants.
+        assert in_home == permissions.granted_pairs(mode, permissions.Scope.OPERATOR), in_home
         # The test saw the operator's whole repertoire, not a trivial subset.
         assert {
             ("batch", "jobs", "create"),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import kubernetes_validate
 import pytest
 
-from kadapt_operator.cost import REASON_NAMESPACE_BUDGET, namespace_spent
+from kadapt_operator.cost import REASON_NAMESPACE_BUDGET
 from kadapt_operator.ledger import (
     BudgetPeriod,
     NamespaceLedger,
@@ -61,9 +61,7 @@ def test_booking_is_idempotent_and_books_only_growth() -> None:
 def test_spend_survives_deleting_the_jobs_unlike_summing_status() -> None:
     ledger = NamespaceLedger(namespace="team-a")
     ledger = ledger.book("uid-1", 30.0, 1.0, DEC).ledger.book("uid-2", 25.0, 1.0, DEC).ledger
-    jobs_left: list[dict[str, object]] = []  # both AdaptationJobs deleted (by hand or by their TTL)
-    assert namespace_spent(jobs_left, "team-a") == 0.0  # the old way hands the budget back
-    ledger = ledger.forget([])
+    ledger = ledger.forget([])  # both AdaptationJobs deleted (by hand or by their TTL)
     assert ledger.jobs == {} and ledger.spent(DEC) == pytest.approx(55.0)
     decision = namespace_budget_decision(ledger, {"team-a": 50.0}, DEC)
     assert decision.exceeded and decision.reason == REASON_NAMESPACE_BUDGET

@@ -34,6 +34,13 @@ def operator(
         help="Operator settings YAML (default $KADAPT_OPERATOR_CONFIG or /etc/kadapt/operator.yaml).",
     ),
     kubeconfig: Path | None = typer.Option(None, "--kubeconfig", help="Use this kubeconfig instead of in-cluster."),
+    operator_namespace: str | None = typer.Option(
+        None,
+        "--operator-namespace",
+        envvar="POD_NAMESPACE",
+        help="The operator's own namespace, where namespace budgets keep their spend ledgers "
+        "(default $POD_NAMESPACE, else the in-cluster service account's namespace).",
+    ),
     no_metrics: bool = typer.Option(False, "--no-metrics", help="Do not serve the operator's /metrics."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     fast: bool = typer.Option(False, "--fast", hidden=True, help="Short timeouts (tests, benchmarks)."),
@@ -47,6 +54,12 @@ def operator(
         raise typer.BadParameter("use --standalone or --peering NAME, not both", param_hint="--peering")
     try:
         settings = load_settings(settings_file)
+        home = operator_namespace or in_cluster_namespace()
+        if settings.namespace_budgets and not home:
+            raise ValueError(
+                "namespaceBudgets are set but the operator's namespace is unknown: pass --operator-namespace "
+                "or set POD_NAMESPACE; the spend ledgers live there"
+            )
         options = RuntimeOptions(
             namespaces=tuple(namespace),
             clusterwide=all_namespaces,
@@ -57,6 +70,7 @@ def operator(
             kubeconfig=kubeconfig,
             serve_metrics=not no_metrics,
             fast=fast,
+            operator_namespace=home,
         )
     except (SettingsError, ValueError) as exc:
         typer.echo(f"kadapt operator: {exc}", err=True)
@@ -87,6 +101,18 @@ def operator(
     from kadapt_operator.metrics import METRICS  # the registry serve_metrics publishes
 
     asyncio.run(run_operator(settings, options, metrics=METRICS))
+
+
+#: Where the kubelet mounts a pod's own namespace (the in-cluster service account's).
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def in_cluster_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str | None:
+    """The namespace the operator's pod runs in, from its service account mount (None outside a pod)."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,7 @@ class BudgetInputs:
     """What the budget decision looks at, all read before it is made."""
 
     job_budget: costing.BudgetDecision
-    #: The namespace budget's verdict; None when the namespace has none or the job already ran.
+    #: The namespace budget's verdict from its spend ledger; None when the namespace has no budget.
     namespace_budget: costing.BudgetDecision | None
     #: The stored BudgetExceeded condition, if any.
     held: Condition | None
@@ -44,6 +44,8 @@ class BudgetInputs:
     has_budget: bool
     user_suspend: bool
     trigger: Trigger
+    #: The namespace has a budget but its ledger could not be read: keep a namespace hold as it is.
+    namespace_unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,27 @@ class BudgetOutcome:
 def decide_budget(inputs: BudgetInputs) -> BudgetOutcome:
     """Whether a budget holds the job, and whether the user or the budget suspends it.
 
-    A job that has not run yet is held while its namespace is over budget. Only a spec
-    change (a raised budget) lifts a budget stop: pod events and ticks keep it, or the
-    headroom the tick adds would suspend and resume the job by turns.
+    While its namespace has spent its budget for the period, a job is held (a new one) or
+    stopped (a running one), whatever it has spent itself. A stop by the job's own budget is
+    lifted only by a spec change (a raised ``spec.budget``): pod events and ticks keep it, or
+    the headroom the tick adds would suspend and resume the job by turns. A stop by the
+    namespace budget is judged again on every trigger, since what lifts it is not in the spec:
+    the period's reset, or a raised ``namespaceBudgets`` entry (no headroom there, so no
+    flapping); only a ledger that cannot be read keeps it as it is.
     """
     decision = inputs.job_budget
     if not decision.exceeded and inputs.namespace_budget is not None:
         decision = inputs.namespace_budget
     held = inputs.held
     held_true = held is not None and held.status == st.TRUE
-    if not decision.exceeded and held is not None and held_true and inputs.trigger != Trigger.SPEC:
+    by_namespace = held is not None and held.reason == costing.REASON_NAMESPACE_BUDGET
+    keep = inputs.namespace_unknown if by_namespace else inputs.trigger != Trigger.SPEC
+    if not decision.exceeded and held is not None and held_true and keep:
         decision = costing.BudgetDecision(True, held.reason, held.message)
     if inputs.user_suspend:
         suspend_reason: str | None = st.Reason.SUSPENDED_BY_USER
+    elif decision.exceeded and decision.reason == costing.REASON_NAMESPACE_BUDGET:
+        suspend_reason = st.Reason.NAMESPACE_BUDGET_EXCEEDED
     elif decision.exceeded:
         suspend_reason = st.Reason.BUDGET_EXCEEDED
     else:

@@ -76,20 +76,24 @@ def worth_an_event(changed: Sequence[Condition]) -> list[Condition]:
     A condition that became True, went wrong, or recovered does (not every False). The kstatus
     conditions (Ready, Reconciling, Stalled) never do: they are derived from the condition that
     moved (an image pull error makes Running=False *and* Stalled=True, Ready and Reconciling
-    False with the same reason), which has its Event already. And conditions that moved in one
-    write for the same reason are one transition told from several sides (a deadline sets
-    Failed=True and Running=False, both DeadlineExceeded): one Event, from the True one.
+    False with the same reason), which has its Event already. Nor does a False condition that
+    moved for the reason a True one moved for in the same write: it is the other side of that
+    transition (a deadline sets Failed=True and Running=False, both DeadlineExceeded: one Event).
     """
-    chosen: dict[str, Condition] = {}
-    for cond in changed:
-        if cond.type in KSTATUS_TYPES:
-            continue
-        if not (cond.status == TRUE or cond.reason in WARNING_REASONS or cond.reason in RECOVERY_REASONS):
-            continue
-        first = chosen.get(cond.reason)
-        if first is None or (first.status != TRUE and cond.status == TRUE):
-            chosen[cond.reason] = cond
-    return list(chosen.values())
+    worthy = [
+        c for c in changed
+        if c.type not in KSTATUS_TYPES
+        and (c.status == TRUE or c.reason in WARNING_REASONS or c.reason in RECOVERY_REASONS)
+    ]
+    told = {c.reason for c in worthy if c.status == TRUE}
+    out: list[Condition] = []
+    for cond in worthy:
+        if cond.status != TRUE:
+            if cond.reason in told:
+                continue
+            told.add(cond.reason)
+        out.append(cond)
+    return out
 
 
 def post_transitions(meta: StoredMeta, changed: Sequence[Condition]) -> None:

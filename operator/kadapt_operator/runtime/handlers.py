@@ -23,7 +23,7 @@ import kopf
 
 from kadapt_operator.api import MUTABLE_SPEC_FIELDS, PLURAL
 from kadapt_operator.labels import LABEL_JOB_NAME
-from kadapt_operator.runtime import events
+from kadapt_operator.runtime import events, spend
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.client import ApiError, KubeClient
 from kadapt_operator.runtime.decide import Trigger
@@ -162,14 +162,16 @@ def register_triggers(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             raise kopf.TemporaryError(str(exc), delay=2) from exc
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    async def forget(namespace: str | None, name: str, type: str, **_: Any) -> None:
+    async def forget(namespace: str | None, name: str, type: str, body: kopf.Body, **_: Any) -> None:
         """A deleted job: drop its metrics series and per-job memory (no finalizer needed).
 
+        Its last cost totals wait for the next booking into its namespace's spend ledger.
         ``on.delete(optional=True)`` runs only for objects held by a finalizer; the watch's
         DELETED event is what a plain deletion produces.
         """
         if type != "DELETED":
             return
+        spend.remember_departed(rt, _plain(body))
         rt.forget((namespace or DEFAULT_NAMESPACE, name))
 
     @kopf.on.event("batch", "v1", "jobs", labels=SELECTOR, registry=registry)

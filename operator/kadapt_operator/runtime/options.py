@@ -33,6 +33,9 @@ class RuntimeOptions:
     liveness_endpoint: str | None = None
     kubeconfig: Path | None = None
     serve_metrics: bool = False
+    #: The namespace the operator runs in: its namespace budgets' spend ledgers live there
+    #: (``kadapt operator --operator-namespace``, default ``$POD_NAMESPACE``). None: no budgets.
+    operator_namespace: str | None = None
     #: Short timeouts and intervals for tests and benchmarks against a local emulator.
     fast: bool = False
 

@@ -53,6 +53,7 @@ from kadapt_operator.runtime import (
     queueing,
     readiness,
     repair,
+    spend,
     termination,
 )
 from kadapt_operator.runtime import deadline as deadline_clock
@@ -200,13 +201,8 @@ async def decide_budget_and_suspension(rt: Runtime, ctx: ReconcileContext) -> No
         headroom_gpu_seconds=headroom,
         price_per_gpu_hour=ctx.price,
     )
-    budgets = rt.settings.namespace_budgets
-    namespace_budget = None
-    if not job_budget.exceeded and ctx.namespace in budgets and not cost.gpu_seconds:
-        spent = rt.namespace_spent(ctx.namespace)
-        namespace_budget = costing.namespace_budget_decision(
-            ctx.namespace, budgets, spent, currency=rt.settings.currency
-        )
+    # The namespace's spend this period, from its ledger: running jobs are stopped by it too.
+    namespace_budget, namespace_unknown = await spend.namespace_verdict(rt, ctx.namespace, ctx.now)
     outcome = decide.decide_budget(
         decide.BudgetInputs(
             job_budget=job_budget,
@@ -215,6 +211,7 @@ async def decide_budget_and_suspension(rt: Runtime, ctx: ReconcileContext) -> No
             has_budget=bool(spec.budget.max_cost or spec.budget.max_gpu_hours),
             user_suspend=spec.run_policy.suspend,
             trigger=ctx.trigger,
+            namespace_unknown=namespace_unknown,
         )
     )
     if outcome.newly_exceeded:
@@ -561,7 +558,9 @@ async def tick_forever(rt: Runtime) -> None:
         active = await rt.active()
         rt.metrics.export_fleet(active)  # only the active replica exports fleet and job metrics
         if not active:
+            rt.ledgers.clear()  # another replica books spend meanwhile: read the ledgers afresh when active
             continue  # a paused peer: the active replica does the periodic work and counts fleet cost
+        await spend.book_namespaces(rt, utcnow())
         keys = rt.keys()
         await asyncio.gather(*(one(k) for k in keys))
         if rt.indices:  # a safety net for deletions whose watch event was missed

@@ -58,6 +58,8 @@ class Reason(StrEnum):
     FAILED_CREATE = "FailedCreate"
     SUSPENDED_BY_USER = "SuspendedByUser"
     BUDGET_EXCEEDED = "BudgetExceeded"
+    #: Stopped or held because the namespace spent its budget for the period (the spend ledger).
+    NAMESPACE_BUDGET_EXCEEDED = "NamespaceBudgetExceeded"
     WITHIN_BUDGET = "WithinBudget"
     RESUMED = "Resumed"
     WORKER_FAILED = "WorkerFailed"
@@ -80,6 +82,14 @@ class Reason(StrEnum):
     STATUS_REPAIRED = "StatusRepaired"
 
 
+#: The Suspended condition's message per reason the operator suspends a job for.
+SUSPEND_MESSAGES: Mapping[str, str] = {
+    Reason.BUDGET_EXCEEDED: "suspended: the budget is spent; raise spec.budget to resume",
+    Reason.NAMESPACE_BUDGET_EXCEEDED: (
+        "suspended: the namespace's budget for the period is spent (see BudgetExceeded); raise the namespace's "
+        "entry in namespaceBudgets in the operator config, or wait for the period's reset, to resume"
+    ),
+}
 #: Container waiting reasons that mean the image will not start without a user's fix.
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 #: Container waiting reasons for a container the kubelet cannot even create: a Secret or
@@ -299,11 +309,7 @@ def observe(
         )
     if job.suspended or suspend_reason:
         reason = suspend_reason or Reason.SUSPENDED_BY_USER
-        msg = (
-            "suspended: the budget is spent; raise spec.budget to resume"
-            if reason == Reason.BUDGET_EXCEEDED
-            else "suspended by spec.runPolicy.suspend; set it to false to resume"
-        )
+        msg = SUSPEND_MESSAGES.get(reason, "suspended by spec.runPolicy.suspend; set it to false to resume")
         return Observation(
             SUSPENDED,
             (

@@ -20,13 +20,14 @@ import aiohttp
 import kopf
 
 from kadapt_operator.api import AdaptationJob, AdaptationJobStatus
+from kadapt_operator.ledger import JobSpend, NamespaceLedger
 from kadapt_operator.metrics import OperatorMetrics
 from kadapt_operator.runtime import events, peering
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import controller_uid
 from kadapt_operator.runtime.client import ADAPTATION_JOBS, ApiError, KubeClient
 from kadapt_operator.runtime.options import RuntimeOptions
-from kadapt_operator.runtime.stored import StoredMeta, meta_of, status_of, status_patch
+from kadapt_operator.runtime.stored import StoredMeta, meta_of, status_patch
 from kadapt_operator.settings import OperatorSettings
 from kadapt_operator.validation import SpecInvalid, validate_object
 
@@ -81,6 +82,10 @@ class Runtime:
     handled: Counter[tuple[Key, str]] = field(default_factory=Counter)
     #: Validated specs by (uid, generation): a pure function's results, so ticks stay cheap.
     parsed: OrderedDict[tuple[str, int], AdaptationJob | SpecInvalid] = field(default_factory=OrderedDict)
+    #: Spend ledgers of budgeted namespaces as last read or written (see runtime/spend.py).
+    ledgers: dict[str, NamespaceLedger] = field(default_factory=dict)
+    #: Last known totals of jobs deleted since the last booking, by namespace (see runtime/spend.py).
+    departed: dict[str, list[JobSpend]] = field(default_factory=dict)
 
     def api(self) -> KubeClient:
         """The API client kopf's login produced.
@@ -139,14 +144,10 @@ class Runtime:
             self.written.pop(key, None)
         return body
 
-    def namespace_spent(self, namespace: str) -> float:
-        """Money spent so far by every AdaptationJob of ``namespace`` (from the watched index)."""
-        index = self.indices.get(AJ_INDEX)
-        if index is None:
-            return 0.0
-        return sum(
-            status_of(body).cost.cost_so_far for key in list(index.keys()) if key[0] == namespace for body in index[key]
-        )
+    def bodies(self, namespace: str) -> list[dict[str, Any]]:
+        """The freshest copy of every AdaptationJob of ``namespace`` this replica knows."""
+        found = (self.body(key) for key in self.keys() if key[0] == namespace)
+        return [body for body in found if body is not None]
 
     def batch_job(self, key: Key, owner_uid: str | None) -> dict[str, Any] | None:
         """The batch/v1 Job owned by this AdaptationJob, if it exists."""
