@@ -129,7 +129,9 @@ RULES: tuple[Rule, ...] = (
     # --- children -------------------------------------------------------------------------------
     Rule(CORE, "configmaps", ("get", "create", "patch", "delete"), Scope.NAMESPACED,
          "the resolved trainer config of each job: create, or adopt and align an existing one "
-         "(deleted with the job by the garbage collector, or by spec.runPolicy.ttlSecondsAfterFinished)"),
+         "(deleted with the job by the garbage collector, or by spec.runPolicy.ttlSecondsAfterFinished); "
+         "and kadapt-results, the record of succeeded jobs: read when a job is created (an identical "
+         "re-applied job succeeds from it), created or patched (resourceVersion-guarded) when one succeeds"),
     Rule(CORE, "services", ("get", "create", "patch", "delete"), Scope.NAMESPACED,
          "the headless Service for rendezvous and metrics of each job: create, or adopt an existing one; "
          "delete it past spec.runPolicy.ttlSecondsAfterFinished"),

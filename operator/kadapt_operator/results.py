@@ -112,6 +112,26 @@ def results_config_map(namespace: str, entry: Mapping[str, str]) -> dict[str, An
     }
 
 
+def record_patch(data: Mapping[str, str] | None, entry: Mapping[str, str]) -> dict[str, str | None]:
+    """The ``data`` merge patch that adds ``entry`` to the stored records and keeps them bounded.
+
+    Returns {} when the records already hold exactly ``entry`` (nothing to write).
+    """
+    current = dict(data or {})
+    if all(current.get(key) == value for key, value in entry.items()):
+        return {}
+    return {**entry, **pruned({**current, **entry})}
+
+
+def reuse_message(record: ResultRecord) -> str:
+    """The Succeeded condition's message of a job that succeeded from an earlier job's result."""
+    return (
+        f"succeeded at once from the result of the earlier job {record.job} (uid {record.uid}, finished "
+        f"{record.completion_time}) with the same spec at {record.output_uri}; nothing was trained. "
+        f'Annotate a new job {ANN_RERUN}: "true" to train again'
+    )
+
+
 def pruned(data: Mapping[str, str]) -> dict[str, str | None]:
     """A merge patch dropping the oldest records beyond :data:`MAX_RESULTS` ({} when within)."""
     records: list[tuple[str, str]] = []

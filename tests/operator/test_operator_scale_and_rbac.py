@@ -72,6 +72,17 @@ def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
                 in (cluster.get(AJOBS, NS, "rbac") or {}).get("metadata", {}).get("annotations", {}),
                 message="TTL removed the children",
             )
+            # A GitOps re-apply of the finished job succeeds from the recorded result (kadapt-results);
+            # a second finished job adds its record to it.
+            cluster.delete(AJOBS, NS, "rbac")
+            cluster.create(AJOBS, job_manifest("rbac", NS, runPolicy={"ttlSecondsAfterFinished": 0}))
+            cluster.wait_for(lambda: (checks.condition(cluster, "rbac", NS, "Succeeded") or {}).get("reason")
+                             == "ReusedResult", message="succeeded from the recorded result")
+            cluster.create(AJOBS, job_manifest("rbac-two", NS))
+            cluster.wait_for(lambda: cluster.get(JOBS, NS, "rbac-two"))
+            cluster.set_status(JOBS, NS, "rbac-two", complete_job_status(2))
+            cluster.wait_for(lambda: len((cluster.get(CONFIGMAPS, NS, "kadapt-results") or {}).get("data", {})) == 2,
+                             message="both results recorded")
             bad = job_manifest("rbac-bad", NS)
             bad["spec"]["resources"] = {"workers": 0}
             cluster.create(AJOBS, bad)
@@ -107,6 +118,8 @@ def test_every_request_the_operator_makes_is_granted_by_permissions() -> None:
             ("kadapt.dev", "adaptationjobs/status", "patch"),
             ("", "events", "create"),
             ("", "configmaps", "delete"),
+            ("", "configmaps", "get"),
+            ("", "configmaps", "patch"),
             ("", "services", "delete"),
         } <= used
         assert ("kadapt.dev", "adaptationjobs", "delete") not in used, "the TTL must never delete the AdaptationJob"

@@ -74,5 +74,5 @@ class ReconcileContext:
 
     @property
     def generation(self) -> int | None:
-        """``metadata.generation`` of the spec being reconciled."""
-        return self.meta.generation
+        """The spec generation acted on (``status.observedGeneration``): not one whose changes are ignored."""
+        return self.status.observed_generation if self.status.observed_generation is not None else self.meta.generation

@@ -49,10 +49,12 @@ from kadapt_operator.runtime import (
     creation,
     decide,
     events,
+    pinned,
     progress,
     queueing,
     readiness,
     repair,
+    reuse,
     spend,
     termination,
 )
@@ -63,7 +65,7 @@ from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
 from kadapt_operator.runtime.context import ReconcileContext
 from kadapt_operator.runtime.decide import ChildAction, Outcome, Trigger
 from kadapt_operator.runtime.options import PREFIX
-from kadapt_operator.runtime.stored import StoredMeta, meta_of, run_policy_of, status_of
+from kadapt_operator.runtime.stored import StoredMeta, meta_of, run_policy_of, status_of, status_patch
 from kadapt_operator.runtime.world import JOB_INDEX, Key, Runtime, utcnow
 from kadapt_operator.validation import SpecInvalid
 from kadapt_trainer.final_summary import FinalSummary
@@ -86,7 +88,8 @@ async def reconcile(rt: Runtime, key: Key, trigger: Trigger) -> None:
         with rt.metrics.reconcile(str(trigger)):
             ctx = await read_world(rt, key, trigger)
             if ctx is not None:
-                for step in STEPS:
+                # A re-applied identical job succeeds from the recorded result: only its status is written.
+                for step in ((write_status_and_events,) if await reuse.from_record(rt, ctx) else STEPS):
                     await step(rt, ctx)
             rt.handled[key, str(trigger)] += 1
 
@@ -112,8 +115,11 @@ async def read_world(rt: Runtime, key: Key, trigger: Trigger) -> ReconcileContex
     own_jobs |= {handled} if handled else set()
     pods = costing.billable_pods(rt.pods(key), own_jobs=own_jobs, accounted=set(old.cost.accounted_until))
     status = old.model_copy(deep=True)
-    status.observed_generation = meta.generation
-    return ReconcileContext(
+    # Render from the spec the job started with; an ignored immutable change does not advance observedGeneration.
+    pin = pinned.pin(job, meta.annotations)
+    job = pin.job
+    status.observed_generation = pinned.observed_generation(pin, meta.generation, old)
+    ctx = ReconcileContext(
         key=key,
         trigger=trigger,
         now=now,
@@ -128,6 +134,9 @@ async def read_world(rt: Runtime, key: Key, trigger: Trigger) -> ReconcileContex
         intervals=[p for p in (costing.pod_interval(d) for d in pods) if p is not None],
         price=costing.price_for(rt.settings, job.spec.resources.gpu_type),
     )
+    spec_applied = pinned.spec_condition(pin, old, meta.generation)
+    ctx.updates.extend([spec_applied] if spec_applied else [])
+    return ctx
 
 
 async def parse_or_settle(
@@ -276,6 +285,8 @@ async def carry_out(
     if action in (ChildAction.CREATE, ChildAction.RECREATE):
         # A queued Job is created suspended: only Kueue unsuspends it, when it admits it.
         suspend = want_suspend or queued
+        if pinned.ANN_STARTED_SPEC not in ctx.meta.annotations:  # the spec every later gang is rendered from
+            await rt.annotate(ctx.key, pinned.started_annotation(ctx.job, ctx.meta.generation))
         applied = await apply_all(rt.api(), render(ctx.job, rt.settings, suspend=suspend).objects())
         ctx.batch, ctx.created_now = applied[-1].obj, True
     if action == ChildAction.RECREATE:
@@ -354,6 +365,7 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
         summary = termination.final_summary(gang_pods(ctx))
         if summary is not None:
             ctx.updates.extend(final_figures(ctx.status, summary, ctx.job.spec.output.uri))
+        await reuse.remember(rt, ctx.job, ctx.status)  # before the status: a failed write is retried
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
     elif outcome == Outcome.DEADLINE:
         ctx.phase = st.FAILED
@@ -414,6 +426,9 @@ async def settle_final(
     new = old.model_copy(deep=True)
     updates = final_figures(new, summary, job.spec.output.uri)
     new.conditions = st.set_conditions(old.conditions, updates, now=now, generation=meta.generation)
+    if status_patch(old, new) is None:
+        return
+    await reuse.remember(rt, pinned.pin(job, meta.annotations).job, new)  # with the final metrics
     await rt.write_status(key, meta, old, new)
     rt.metrics.observe_job(job_sample(key[0], key[1], new, job.spec.budget, allocated=0))
 

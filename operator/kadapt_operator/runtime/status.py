@@ -80,6 +80,10 @@ class Reason(StrEnum):
     BEATS_BASELINE = "BeatsBaseline"
     #: A malformed entry in status (e.g. a bad timestamp in cost.accountedUntil) was repaired or dropped.
     STATUS_REPAIRED = "StatusRepaired"
+    #: Succeeded at once from the recorded result of an identical earlier job (GitOps re-apply).
+    REUSED_RESULT = "ReusedResult"
+    #: Every field of the current spec generation is in effect (SpecApplied=True).
+    SPEC_APPLIED = "SpecApplied"
 
 
 #: The Suspended condition's message per reason the operator suspends a job for.
