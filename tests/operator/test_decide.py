@@ -618,3 +618,30 @@ def test_failed_create(events: list[dict[str, Any]], named: str | None) -> None:
         return
     assert got is not None and (got.type, got.status, got.reason) == (st.RUNNING, st.FALSE, st.Reason.FAILED_CREATE)
     assert named in got.message and "ResourceQuota" in got.message
+
+
+SHOWN = Condition(type=st.RUNNING, status=st.FALSE, reason=st.Reason.FAILED_CREATE, message="exceeded quota")
+STARTING_SHOWN = Condition(type=st.RUNNING, status=st.FALSE, reason=st.Reason.PODS_STARTING, message="0/2")
+GRACE = decide.FAILED_CREATE_GRACE_SECONDS
+
+CHECK_ROWS = [
+    # id, pods missing, trigger, Job age (s), Running as shown, what to do
+    ("a full gang: nothing", False, Trigger.TICK, 60.0, SHOWN, decide.CreationCheck.NONE),
+    ("a tick, Job old enough: read its Events", True, Trigger.TICK, GRACE, None, decide.CreationCheck.READ),
+    ("a tick just after the Job's creation: no request", True, Trigger.TICK, GRACE - 1, None,
+     decide.CreationCheck.NONE),
+    ("Job age unknown: no request", True, Trigger.TICK, None, None, decide.CreationCheck.NONE),
+    ("a pod event: no request", True, Trigger.CHILDREN, 60.0, STARTING_SHOWN, decide.CreationCheck.NONE),
+    ("a pod event keeps the refusal shown (no flapping)", True, Trigger.CHILDREN, 60.0, SHOWN,
+     decide.CreationCheck.KEEP),
+    ("a spec change keeps it too", True, Trigger.SPEC, 60.0, SHOWN, decide.CreationCheck.KEEP),
+]
+
+
+@pytest.mark.parametrize(
+    ("missing", "trigger", "age", "shown", "want"), [r[1:] for r in CHECK_ROWS], ids=[r[0] for r in CHECK_ROWS]
+)
+def test_creation_check(
+    missing: bool, trigger: Trigger, age: float | None, shown: Condition | None, want: decide.CreationCheck
+) -> None:
+    assert decide.creation_check(missing, trigger=trigger, job_age_seconds=age, shown=shown) == want

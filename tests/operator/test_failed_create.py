@@ -38,9 +38,18 @@ def failed_create_event(job: dict[str, Any], message: str) -> dict[str, Any]:
     }
 
 
+def event_reads(cluster: Cluster, job_name: str) -> int:
+    """The operator's list requests for the Events of one Job."""
+    return sum(1 for r in cluster.operator_requests()
+               if r.method == "GET" and r.path.endswith("/events")
+               and f"involvedObject.name={job_name}" in r.params.get("fieldSelector", ""))
+
+
 def test_pods_refused_by_a_quota_name_the_cause_in_a_condition_and_an_event(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
+    cluster.create(AJOBS, job_manifest("healthy", NS))  # its pods come at once: no Event is read for it
+    checks.start_gang(cluster, "healthy", NS)
     cluster.create(AJOBS, job_manifest("quota", NS))
     job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "quota"), message="the Job")
     cluster.create(EVENTS, failed_create_event(job, QUOTA))
@@ -66,6 +75,8 @@ def test_pods_refused_by_a_quota_name_the_cause_in_a_condition_and_an_event(
     cluster.wait_for(lambda: checks.status_of(cluster, "quota", NS).get("phase") == "Running", message="Running")
     stalled = checks.condition(cluster, "quota", NS, "Stalled")
     assert stalled is not None and stalled["status"] == "False"
+    assert event_reads(cluster, "quota") >= 1
+    assert event_reads(cluster, "healthy") == 0, "a gang that got its pods costs no Event reads"
 
 
 def test_only_this_incarnations_refusals_count(cluster: Cluster, operator: OperatorHandle) -> None:

@@ -173,6 +173,41 @@ def pods_missing(job: st.JobView | None, current_pods: int, workers: int, observ
     return observation.phase == st.CREATED and observation.verdict == st.Verdict.NONE and current_pods < workers
 
 
+#: Seconds a Job may be short of pods before its Events are read: the Job controller creates a
+#: gang's pods within about a second, so a healthy start never costs a list request.
+FAILED_CREATE_GRACE_SECONDS = 3.0
+
+
+class CreationCheck(StrEnum):
+    """What a reconcile does about a gang that is short of pods."""
+
+    #: Nothing: the gang is complete, or it is not this check's business.
+    NONE = "none"
+    #: Keep the FailedCreate condition the status already shows (no request: only ticks read Events).
+    KEEP = "keep"
+    #: List the Job's Events for a FailedCreate.
+    READ = "read"
+
+
+def creation_check(
+    missing: bool, *, trigger: Trigger, job_age_seconds: float | None, shown: Condition | None
+) -> CreationCheck:
+    """Whether to read the Job's Events now, keep what the status says, or neither.
+
+    Events are read on ticks only, and only once the Job is older than
+    :data:`FAILED_CREATE_GRACE_SECONDS`: a burst of pod and Job events, or thousands of jobs
+    starting at once, cost no list requests. Between ticks a FailedCreate already shown stays
+    (``shown``, the stored Running condition), so that pod events do not flip it back and forth.
+    """
+    if not missing:
+        return CreationCheck.NONE
+    old_enough = job_age_seconds is not None and job_age_seconds >= FAILED_CREATE_GRACE_SECONDS
+    if trigger == Trigger.TICK and old_enough:
+        return CreationCheck.READ
+    showing = shown is not None and shown.status == st.FALSE and shown.reason == st.Reason.FAILED_CREATE
+    return CreationCheck.KEEP if showing else CreationCheck.NONE
+
+
 def _event_time(event: Mapping[str, Any]) -> datetime:
     series = event.get("series") or {}
     meta = event.get("metadata") or {}
