@@ -87,7 +87,7 @@ class RunPolicySpec(SpecModel):
         default=None,
         ge=0,
         description="Remove the finished job's Job, pods, ConfigMap and Service after this long; the "
-        "AdaptationJob stays (a GitOps tool would re-create a deleted one and train it again).",
+        "AdaptationJob stays, as the record of the run that Argo CD or Flux would otherwise re-create.",
     )
 
 

@@ -93,9 +93,8 @@ def version() -> None:
 
 def _register_layers() -> None:
     """Commands from the other layers; each module exposes ``register(app)``."""
-    from kadapt_operator import render_cli
+    from kadapt_operator import compare_cli, render_cli
     from kadapt_operator.local import cli as local_cli
-    from kadapt_operator.local import compare as compare_cli
     from kadapt_operator.local import plan as plan_cli
     from kadapt_operator.runtime import cli as runtime_cli
 

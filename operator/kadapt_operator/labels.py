@@ -24,6 +24,10 @@ LABEL_JOB_NAME = f"{API_GROUP}/job-name"
 #: Kueue's queue label, copied onto the batch/v1 Job (never onto pods: Kueue's pod
 #: integration would then gate each pod separately).
 LABEL_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+#: ``kadapt compare --cluster``: every AdaptationJob of one comparison carries the comparison's
+#: name (the manifest's ``metadata.name``) and its own strategy, so ``kubectl get aj -l`` finds them.
+LABEL_COMPARISON = f"{API_GROUP}/comparison"
+LABEL_STRATEGY = f"{API_GROUP}/strategy"
 
 APP_NAME = "kadapt"
 PART_OF = "kadapt"

@@ -54,6 +54,9 @@ def final_report(**overrides: Any) -> ProgressReport:
         "warnings": [],
         "output_uri": "pvc://out/final",
         "last_checkpoint": "/mnt/kadapt/pvc/out/final/checkpoints/step-00000162",
+        "trainable_params": 1_925,
+        "total_params": 22_700_000,
+        "strategy": "lora",
         "evaluation": {"validation": {"confusion_matrix": [[1] * 50] * 50}},
     }
     fields.update(overrides)
@@ -71,6 +74,7 @@ def test_the_summary_round_trips_through_the_termination_message(tmp_path: Path)
     assert (summary.step, summary.total_steps, summary.epoch, summary.loss) == (162, 162, 3.0, 0.123457)
     assert summary.eval_metrics["accuracy"] == 0.91 and summary.better_than_baseline is True
     assert summary.output_uri == "pvc://out/final"
+    assert (summary.trainable_params, summary.total_params, summary.strategy) == (1_925, 22_700_000, "lora")
 
 
 def test_many_long_warnings_are_cut_to_fit_and_the_verdict_stays() -> None:
@@ -173,6 +177,9 @@ def test_a_succeeded_job_shows_the_final_figures_not_the_last_poll(
     assert progress["evalMetrics"]["accuracy"] == 0.91 and progress["etaSeconds"] == 0.0
     assert status["output"] == {"uri": "pvc://out/truthful", "metrics": progress["evalMetrics"]}
     assert status["lastCheckpoint"] == "pvc://out/final/checkpoints/step-00000162"
+    # The stale poll carried no parameter counts (as a run over before the first poll): the summary's.
+    assert status["parameters"] == {"trainable": 1_925, "total": 22_700_000, "percent": 0.0085}
+    assert status["strategy"]["resolved"] == "lora"
     verdict = checks.condition(cluster, "truthful", NS, "BetterThanBaseline")
     assert verdict is not None and verdict["status"] == "True"
 

@@ -291,5 +291,6 @@ def test_changing_an_immutable_field_is_reported_not_applied(cluster: Cluster, o
     event = cluster.wait_for(
         lambda: next((e for e in events_for(cluster, "fixed") if e["reason"] == "ImmutableFieldChanged"), None)
     )
-    assert event["type"] == "Warning" and event["message"].startswith("spec.model changed after creation")
+    assert event["type"] == "Warning"
+    assert "spec.model changed after the job started and is ignored" in event["message"]
     assert (cluster.get(JOBS, NS, "fixed") or {})["metadata"]["uid"] == job["metadata"]["uid"]

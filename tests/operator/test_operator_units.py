@@ -229,14 +229,3 @@ def test_cli_registers_operator_and_rejects_bad_scope() -> None:
     result = CliRunner().invoke(app, ["operator", "--standalone"])
     assert result.exit_code == 2 and "--namespace NS" in result.output
 
-
-def test_immutable_changes_names_spec_fields_except_budget_and_run_policy() -> None:
-    from kadapt_operator.runtime.handlers import immutable_changes
-
-    diff = [
-        ("change", ("model", "uri"), "a", "b"),
-        ("change", ("budget", "maxCost"), 1, 2),
-        ("add", ("spec", "training", "epochs"), None, 3),
-        ("change", ("runPolicy", "suspend"), False, True),
-    ]
-    assert immutable_changes(diff) == ["spec.model", "spec.training"]

@@ -50,6 +50,10 @@ class FinalSummary(BaseModel):
     warnings_total: int = 0
     output_uri: str | None = None
     last_checkpoint: str | None = None
+    #: What trained: a run shorter than one poll interval would otherwise end with none in status.
+    trainable_params: int = 0
+    total_params: int = 0
+    strategy: str | None = None
 
     @classmethod
     def of(cls, report: ProgressReport) -> FinalSummary:
@@ -66,6 +70,9 @@ class FinalSummary(BaseModel):
             warnings_total=len(report.warnings),
             output_uri=report.output_uri,
             last_checkpoint=report.last_checkpoint,
+            trainable_params=report.trainable_params,
+            total_params=report.total_params,
+            strategy=report.strategy,
         )
 
     def to_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:

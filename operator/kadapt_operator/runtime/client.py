@@ -86,10 +86,10 @@ def _message(exc: ApiException) -> tuple[str, str]:
 class KubeClient:
     """The typed API classes on one ``ApiClient``; every call off the event loop."""
 
-    def __init__(self, configuration: k8s.Configuration) -> None:
+    def __init__(self, configuration: k8s.Configuration, user_agent: str = USER_AGENT) -> None:
         configuration.client_side_validation = False  # the API server validates; the client only carries
         self._api = k8s.ApiClient(configuration)
-        self._api.user_agent = USER_AGENT
+        self._api.user_agent = user_agent
         self._core = k8s.CoreV1Api(self._api)
         self._batch = k8s.BatchV1Api(self._api)
         self._custom = k8s.CustomObjectsApi(self._api)
@@ -113,6 +113,16 @@ class KubeClient:
         api = self._batch if kind.group == "batch" else self._core
         suffix = f"_{subresource}" if subresource else ""
         return getattr(api, f"{verb}_namespaced_{_STEMS[kind]}{suffix}")
+
+    async def serves(self, kind: Kind) -> bool:
+        """Whether the API server serves ``kind`` (its CRD is installed), from API discovery."""
+        try:
+            found = await self._call(self._custom.get_api_resources, kind.group, kind.version)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == kind.plural for r in found.get("resources") or [])
 
     async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

@@ -15,21 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import kopf
 
-from kadapt_operator.api import MUTABLE_SPEC_FIELDS, PLURAL
+from kadapt_operator.api import PLURAL
 from kadapt_operator.labels import LABEL_JOB_NAME
-from kadapt_operator.runtime import events, spend
-from kadapt_operator.runtime import status as st
+from kadapt_operator.runtime import spend
 from kadapt_operator.runtime.client import ApiError, KubeClient
 from kadapt_operator.runtime.decide import Trigger
 from kadapt_operator.runtime.login import client_configuration, connection_info
 from kadapt_operator.runtime.reconcile import reconcile, tick_forever
-from kadapt_operator.runtime.stored import meta_of
 from kadapt_operator.runtime.world import AJ_INDEX, DEFAULT_NAMESPACE, JOB_INDEX, POD_INDEX, Key, Runtime
 from kadapt_trainer.config import API_GROUP, API_VERSION
 
@@ -49,18 +47,6 @@ def ensure_ticker(rt: Runtime) -> None:
     """Start the periodic task from a handler's context (kopf's Event queue lives in it)."""
     if rt.ticker is None or rt.ticker.done():
         rt.ticker = asyncio.get_running_loop().create_task(tick_forever(rt), name="kadapt-ticker")
-
-
-def immutable_changes(diff: Iterable[Any]) -> list[str]:
-    """Spec fields (``spec.model`` ...) that a diff changes although they are immutable."""
-    out: set[str] = set()
-    for item in diff:
-        path = tuple(item[1])
-        if path[:1] == ("spec",):
-            path = path[1:]
-        if path and path[0] not in MUTABLE_SPEC_FIELDS:
-            out.add(f"spec.{path[0]}")
-    return sorted(out)
 
 
 def _keys_of(namespace: str | None, labels: Mapping[str, str]) -> Key | None:
@@ -143,19 +129,9 @@ def register_triggers(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, registry=registry)
     @kopf.on.create(API_GROUP, API_VERSION, PLURAL, registry=registry)
     @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec", registry=registry)
-    async def spec_changed(
-        namespace: str | None, name: str, body: kopf.Body, reason: str, diff: kopf.Diff, **_: Any
-    ) -> None:
+    async def spec_changed(namespace: str | None, name: str, **_: Any) -> None:
+        """An immutable change past admission is judged by the reconcile (``SpecApplied``), not here."""
         ensure_ticker(rt)
-        if reason == kopf.Reason.UPDATE:
-            changed = immutable_changes(diff)
-            if changed:
-                events.post(
-                    meta_of(body),
-                    st.Reason.IMMUTABLE_FIELD_CHANGED,
-                    f"{', '.join(changed)} changed after creation and is ignored: the running Job keeps its "
-                    "spec; create a new AdaptationJob to change it (only spec.budget and spec.runPolicy may change)",
-                )
         try:
             await reconcile(rt, (namespace or DEFAULT_NAMESPACE, name), Trigger.SPEC)
         except ApiError as exc:

@@ -64,7 +64,6 @@ class ReportStatus:
 def progress_status(report: ProgressReport) -> ReportStatus:
     """Status parts from one report: progress, parameters, strategy, lastCheckpoint."""
     percent = 100.0 * report.step / report.total_steps if report.total_steps else 0.0
-    params_pct = 100.0 * report.trainable_params / report.total_params if report.total_params else 0.0
     progress = Progress(
         step=report.step,
         total_steps=report.total_steps,
@@ -75,10 +74,16 @@ def progress_status(report: ProgressReport) -> ReportStatus:
         loss=_round(report.loss),
         eval_metrics={k: round(float(v), 4) for k, v in sorted(report.eval_metrics.items())},
     )
-    parameters = Parameters(trainable=report.trainable_params, total=report.total_params, percent=round(params_pct, 4))
+    parameters = parameters_of(report.trainable_params, report.total_params)
     strategy = ResolvedStrategy(resolved=report.strategy, reason=report.strategy_reason) if report.strategy else None
     checkpoint = user_uri(report.last_checkpoint) if report.last_checkpoint else None
     return ReportStatus(progress, parameters, strategy, checkpoint)
+
+
+def parameters_of(trainable: int, total: int) -> Parameters:
+    """``status.parameters``: trainable and total counts, and the trainable share in percent."""
+    percent = 100.0 * trainable / total if total else 0.0
+    return Parameters(trainable=trainable, total=total, percent=round(percent, 4))
 
 
 def user_uri(path: str) -> str:

@@ -34,7 +34,7 @@ import kopf
 
 from kadapt_operator import cost as costing
 from kadapt_operator import k8s
-from kadapt_operator.api import AdaptationJob, AdaptationJobStatus, Cost, OutputStatus
+from kadapt_operator.api import AdaptationJob, AdaptationJobStatus, Cost, OutputStatus, ResolvedStrategy
 from kadapt_operator.metrics import (
     RESTART_DISRUPTION,
     RESTART_FAILURE,
@@ -401,6 +401,10 @@ def final_figures(status: AdaptationJobStatus, summary: FinalSummary, output_uri
     """
     status.progress = termination.final_progress(summary, status.progress)
     status.output = OutputStatus(uri=output_uri, metrics=dict(status.progress.eval_metrics))
+    if summary.total_params:  # a run that ended before the first poll has no counts in status yet
+        status.parameters = progress.parameters_of(summary.trainable_params, summary.total_params)
+    if summary.strategy:
+        status.strategy = ResolvedStrategy(resolved=summary.strategy, reason=status.strategy.reason)
     if summary.last_checkpoint:
         status.last_checkpoint = progress.user_uri(summary.last_checkpoint)
     verdict = termination.baseline_condition(summary)
