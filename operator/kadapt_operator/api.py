@@ -78,7 +78,10 @@ class RunPolicySpec(SpecModel):
     suspend: bool = Field(default=False, description="true stops the pods (checkpoint kept); false resumes.")
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Gang restarts after worker failures.")
     active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="Fail the job this long after it first started (restarts and pauses count)."
+        default=None,
+        ge=1,
+        description="Fail the job after this much running time, counted from its first running pod; "
+        "time suspended or queued (a Kueue preemption) after that does not count, restarts do.",
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,

@@ -53,19 +53,35 @@ TIME_TO_RUNNING_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 JOB_LABELS = ("namespace", "job_name")
 
 
+#: Families a replica exports whatever its peering state: its own process's health. Every other
+#: family (fleet counters, jobs by phase, per-job gauges) only the active replica exports.
+PROCESS_FAMILIES = frozenset(
+    {"kadapt_operator_info", "kadapt_operator_reconcile_duration_seconds", "kadapt_operator_reconcile_errors"}
+)
+
+
 class WithoutCreated:
     """A view of a registry without prometheus-client's ``*_created`` companion series.
 
     They double the exposition, are not in the metrics reference, and prometheus-client can
     only switch them off process-wide, which would change every other registry too.
+
+    With ``fleet`` False (a paused peering replica) the view also leaves out everything but
+    :data:`PROCESS_FAMILIES`: the paused replica's fleet counters and job gauges stopped
+    moving when it paused, and exporting them next to the active replica's would show stale
+    phases and count spend twice in any ``sum()`` over replicas. Its values are kept, not
+    cleared: when it becomes active again its counters go on from where they stood.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
+        self.fleet = True
 
     def collect(self) -> Iterable[Metric]:
         """The registry's families, minus samples named ``*_created`` of counters and histograms."""
         for family in self._registry.collect():
+            if not self.fleet and family.name not in PROCESS_FAMILIES:
+                continue
             if family.type in ("counter", "histogram", "summary", "gaugehistogram"):
                 family.samples = [s for s in family.samples if not s.name.endswith("_created")]
             yield family
@@ -214,6 +230,15 @@ class OperatorMetrics:
         """Publish the currency of every cost metric (``kadapt_operator_info``)."""
         self.info.clear()
         self.info.labels(__version__, currency).set(1)
+
+    @property
+    def exporting_fleet(self) -> bool:
+        """Whether the fleet and per-job metrics are exported (False while a peer outranks this replica)."""
+        return self.exposition.fleet
+
+    def export_fleet(self, active: bool) -> None:
+        """Export the fleet and per-job metrics only while this replica is the active one (see WithoutCreated)."""
+        self.exposition.fleet = active
 
     def render(self) -> bytes:
         """The Prometheus text exposition, exactly as :func:`serve_metrics` serves it."""

@@ -123,8 +123,9 @@ RULES: tuple[Rule, ...] = (
          "children set ownerReferences with blockOwnerDeletion, which the "
          "OwnerReferencesPermissionEnforcement admission plugin allows only with this grant",
          origin=Origin.ADMISSION),
-    Rule(CORE, "events", ("create",), Scope.NAMESPACED,
-         "Events on AdaptationJobs, one per transition (kubectl describe aj)"),
+    Rule(CORE, "events", ("create", "list"), Scope.NAMESPACED,
+         "Events on AdaptationJobs, one per transition (kubectl describe aj); list the Job controller's "
+         "FailedCreate Events on a job's batch Job, to name why its pods are not created (quota, Pod Security)"),
     # --- children -------------------------------------------------------------------------------
     Rule(CORE, "configmaps", ("get", "create", "patch", "delete"), Scope.NAMESPACED,
          "the resolved trainer config of each job: create, or adopt and align an existing one "

@@ -379,8 +379,9 @@ def render_job(job: AdaptationJob, settings: OperatorSettings, *, suspend: bool 
         "podFailurePolicy": pod_failure_policy(),
         "suspend": spec.run_policy.suspend if suspend is None else suspend,
     }
-    if spec.run_policy.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
+    # No activeDeadlineSeconds on the Job: the Job controller would count it from the Job's start
+    # (pods still pending included) and restart it at each resume. The operator enforces the
+    # AdaptationJob's deadline itself, from the first running pod, without suspended or queued time.
     job_spec["template"] = {
         "metadata": {
             "labels": labels.child_labels(job, labels.COMPONENT_WORKER),

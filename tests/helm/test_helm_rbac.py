@@ -221,7 +221,7 @@ def _kopf_resource(call: ast.Call, namespace: dict[str, Any]) -> tuple[str, str]
 
 KOPF_WATCH_ONLY = {"event", "index"}
 KOPF_HANDLERS = {"create", "update", "delete", "resume", "field", "event", "index", "timer", "daemon"}
-CLIENT_VERBS = {"get": "get", "patch": "patch", "delete": "delete"}
+CLIENT_VERBS = {"get": "get", "patch": "patch", "delete": "delete", "list_namespaced": "list"}
 
 
 def operator_calls() -> dict[Triple, str]:

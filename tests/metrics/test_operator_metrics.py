@@ -212,3 +212,21 @@ def test_retain_jobs_removes_the_series_of_jobs_not_seen_any_more(
     jobs = {s.labels["job_name"] for fam in f.values() for s in fam.samples if "job_name" in s.labels}
     assert jobs == {"llm"}
     assert metrics.retain_jobs([("team-b", "llm")]) == []
+
+
+def test_a_paused_replica_exports_only_its_process_metrics_and_keeps_its_counts() -> None:
+    m = OperatorMetrics()
+    m.add_usage(UsageKey("team-a", "gpus", "nvidia-a100"), 36.0, 0.072)
+    m.set_job_phase("team-a", "tune", "Running")
+    with m.reconcile("tick"):
+        pass
+    m.export_fleet(False)
+    names = {line.split("{")[0].split(" ")[0] for line in m.render().decode().splitlines() if not line.startswith("#")}
+    assert {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for n in names} == {
+        "kadapt_operator_info", "kadapt_operator_reconcile_duration_seconds"
+    }
+    assert not m.exporting_fleet
+    m.export_fleet(True)
+    text = m.render().decode()
+    assert 'kadapt_gpu_seconds_total{gpu_type="nvidia-a100",namespace="team-a",queue="gpus"} 36.0' in text
+    assert 'kadapt_jobs{namespace="team-a",phase="Running"} 1.0' in text

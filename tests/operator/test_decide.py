@@ -6,6 +6,7 @@ and the decision it must come to. Every branch of ``decide`` has a row.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -370,6 +371,63 @@ def test_deadline_passed(deadline: int | None, started: datetime | None, passed:
     assert decide.deadline_passed(deadline, started, NOW) is passed
 
 
+
+# -- activeDeadlineSeconds without suspended and queued time -----------------------------------
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+RUNS = decide.DeadlineClock()
+PAUSED_SINCE_100 = decide.DeadlineClock(0.0, ago(100))
+
+TRACK_ROWS = [
+    # id, clock as stored, started, phase now, clock after
+    ("not started: nothing counts, nothing to track", RUNS, False, st.SUSPENDED, RUNS),
+    ("queued before the start: nothing to track", RUNS, False, st.QUEUED, RUNS),
+    ("running: the clock runs", RUNS, True, st.RUNNING, RUNS),
+    ("a user or budget suspension stops it now", RUNS, True, st.SUSPENDED, decide.DeadlineClock(0.0, NOW)),
+    ("a Kueue preemption (Queued) stops it now", RUNS, True, st.QUEUED, decide.DeadlineClock(0.0, NOW)),
+    ("still held: the pause keeps its start", PAUSED_SINCE_100, True, st.SUSPENDED, PAUSED_SINCE_100),
+    ("held by another (suspended, then queued): one pause", PAUSED_SINCE_100, True, st.QUEUED, PAUSED_SINCE_100),
+    ("resumed: the pause is added up", decide.DeadlineClock(30.0, ago(100)), True, st.CREATED,
+     decide.DeadlineClock(130.0, None)),
+    ("running again after a pause", PAUSED_SINCE_100, True, st.RUNNING, decide.DeadlineClock(100.0, None)),
+    ("a restart after a pause counts", PAUSED_SINCE_100, True, st.RESTARTING, decide.DeadlineClock(100.0, None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("clock", "started", "phase", "want"), [r[1:] for r in TRACK_ROWS], ids=[r[0] for r in TRACK_ROWS]
+)
+def test_track_deadline(clock: decide.DeadlineClock, started: bool, phase: str, want: decide.DeadlineClock) -> None:
+    assert decide.track_deadline(clock, started=started, phase=phase, now=NOW) == want
+
+
+DEADLINE_ROWS = [
+    # id, deadline, started seconds ago, clock, passed
+    ("ran 100 of 60 with no pause", 60, 100, RUNS, True),
+    ("ran 100, 50 of it suspended: 50 of 60", 60, 100, decide.DeadlineClock(50.0, None), False),
+    ("ran 100, 40 of it suspended: 60 of 60", 60, 100, decide.DeadlineClock(40.0, None), True),
+    ("suspended for the last 90 of 100: 10 of 60", 60, 100, decide.DeadlineClock(0.0, ago(90)), False),
+    ("past pauses and the current one add up", 60, 200, decide.DeadlineClock(100.0, ago(50)), False),
+    ("a pause mark in the future counts as none", 60, 100, decide.DeadlineClock(0.0, NOW + timedelta(seconds=5)), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "started_ago", "clock", "passed"), [r[1:] for r in DEADLINE_ROWS], ids=[r[0] for r in DEADLINE_ROWS]
+)
+def test_deadline_passed_without_paused_time(
+    deadline: int, started_ago: float, clock: decide.DeadlineClock, passed: bool
+) -> None:
+    assert decide.deadline_passed(deadline, ago(started_ago), NOW, clock) is passed
+
+
+def test_deadline_message_names_the_time_left_out() -> None:
+    conds = decide.deadline_conditions(60, 125.4)
+    assert all("activeDeadlineSeconds (60s, not counting 125s suspended or queued)" in c.message for c in conds)
+
+
 RESTART_ROWS = [
     # id, verdict, restarts, disruptions, limit, give up, restarts after, disruptions after, delay, reason
     ("first failure", st.Verdict.WORKER_FAILED, 0, 0, 3, False, 1, 0, 10.0, st.Reason.WORKER_FAILED),
@@ -491,3 +549,98 @@ def test_settle_conditions(phase: str, old: AdaptationJobStatus, expected: list[
 )
 def test_expired(ttl: int | None, completed: datetime | None, expired: bool) -> None:
     assert decide.expired(ttl, completed, NOW) is expired
+
+
+def test_the_deadline_clock_round_trips_through_annotations_and_survives_bad_values() -> None:
+    from kadapt_operator.runtime import deadline
+
+    clock = decide.DeadlineClock(125.25, NOW.replace(microsecond=123456))
+    assert deadline.clock_of({k: v for k, v in deadline.annotations_of(clock).items() if v is not None}) == clock
+    assert deadline.annotations_of(decide.DeadlineClock(3.0))[deadline.ANN_PAUSED_SINCE] is None
+    bad = {deadline.ANN_PAUSED_SECONDS: "lots", deadline.ANN_PAUSED_SINCE: "yesterday"}
+    assert deadline.clock_of(bad) == decide.DeadlineClock()
+
+
+# -- pods the Job controller cannot create ------------------------------------------------------
+LIVE_JOB = st.JobView(name="tune", uid="u1", suspended=False, completions=2, succeeded=0, complete=False,
+                      failed_reason=None)
+STARTING = st.Observation(st.CREATED, (st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.PODS_STARTING, "0/2"),))
+FAILING = st.Observation(st.RESTARTING, (), st.Verdict.WORKER_FAILED)
+
+MISSING_ROWS = [
+    # id, job, current pods, observation, read the Job's Events
+    ("no Job yet", None, 0, STARTING, False),
+    ("a live Job short of pods", LIVE_JOB, 1, STARTING, True),
+    ("a full gang", LIVE_JOB, 2, STARTING, False),
+    ("a suspended Job has no pods on purpose", replace(LIVE_JOB, suspended=True), 0, STARTING, False),
+    ("a finished Job", replace(LIVE_JOB, complete=True), 0, STARTING, False),
+    ("a failed Job", replace(LIVE_JOB, failed_reason="BackoffLimitExceeded"), 0, STARTING, False),
+    ("a failure to handle first", LIVE_JOB, 1, FAILING, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("job", "pods", "observation", "want"), [r[1:] for r in MISSING_ROWS], ids=[r[0] for r in MISSING_ROWS]
+)
+def test_pods_missing(job: st.JobView | None, pods: int, observation: st.Observation, want: bool) -> None:
+    assert decide.pods_missing(job, pods, 2, observation) is want
+
+
+def event(reason: str = "FailedCreate", *, kind: str = "Job", name: str = "tune", uid: str | None = "u1",
+          message: str = "forbidden: exceeded quota", last: str = "2026-01-01T11:00:00Z") -> dict[str, Any]:
+    involved = {"kind": kind, "name": name, **({"uid": uid} if uid else {})}
+    return {"reason": reason, "involvedObject": involved, "message": message, "lastTimestamp": last}
+
+
+FAILED_CREATE_ROWS = [
+    # id, events, the message named (None: no FailedCreate condition)
+    ("none", [], None),
+    ("this Job's refusal", [event()], "exceeded quota"),
+    ("an Event without a uid (older API servers)", [event(uid=None)], "exceeded quota"),
+    ("another incarnation's", [event(uid="u0")], None),
+    ("another Job's", [event(name="other")], None),
+    ("a pod's Event of the same name", [event(kind="Pod")], None),
+    ("another reason", [event("SuccessfulCreate")], None),
+    ("the newest wins", [event(message="old: LimitRange", last="2026-01-01T10:00:00Z"),
+                         event(message="new: PodSecurity"), event(message="older", last="bad time")],
+     "new: PodSecurity"),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "named"), [r[1:] for r in FAILED_CREATE_ROWS], ids=[r[0] for r in FAILED_CREATE_ROWS]
+)
+def test_failed_create(events: list[dict[str, Any]], named: str | None) -> None:
+    got = decide.failed_create(events, LIVE_JOB)
+    if named is None:
+        assert got is None
+        return
+    assert got is not None and (got.type, got.status, got.reason) == (st.RUNNING, st.FALSE, st.Reason.FAILED_CREATE)
+    assert named in got.message and "ResourceQuota" in got.message
+
+
+SHOWN = Condition(type=st.RUNNING, status=st.FALSE, reason=st.Reason.FAILED_CREATE, message="exceeded quota")
+STARTING_SHOWN = Condition(type=st.RUNNING, status=st.FALSE, reason=st.Reason.PODS_STARTING, message="0/2")
+GRACE = decide.FAILED_CREATE_GRACE_SECONDS
+
+CHECK_ROWS = [
+    # id, pods missing, trigger, Job age (s), Running as shown, what to do
+    ("a full gang: nothing", False, Trigger.TICK, 60.0, SHOWN, decide.CreationCheck.NONE),
+    ("a tick, Job old enough: read its Events", True, Trigger.TICK, GRACE, None, decide.CreationCheck.READ),
+    ("a tick just after the Job's creation: no request", True, Trigger.TICK, GRACE - 1, None,
+     decide.CreationCheck.NONE),
+    ("Job age unknown: no request", True, Trigger.TICK, None, None, decide.CreationCheck.NONE),
+    ("a pod event: no request", True, Trigger.CHILDREN, 60.0, STARTING_SHOWN, decide.CreationCheck.NONE),
+    ("a pod event keeps the refusal shown (no flapping)", True, Trigger.CHILDREN, 60.0, SHOWN,
+     decide.CreationCheck.KEEP),
+    ("a spec change keeps it too", True, Trigger.SPEC, 60.0, SHOWN, decide.CreationCheck.KEEP),
+]
+
+
+@pytest.mark.parametrize(
+    ("missing", "trigger", "age", "shown", "want"), [r[1:] for r in CHECK_ROWS], ids=[r[0] for r in CHECK_ROWS]
+)
+def test_creation_check(
+    missing: bool, trigger: Trigger, age: float | None, shown: Condition | None, want: decide.CreationCheck
+) -> None:
+    assert decide.creation_check(missing, trigger=trigger, job_age_seconds=age, shown=shown) == want

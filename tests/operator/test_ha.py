@@ -103,3 +103,36 @@ def test_only_the_active_replica_ticks_and_counts_fleet_cost() -> None:
                 assert fleet_gpu_seconds(b) > 0, "the active replica counts the fleet cost"
                 assert fleet_gpu_seconds(a) == before, "a paused replica must not tick or count"
                 assert a.errors == [] and b.errors == []
+
+
+def exported(handle: OperatorHandle) -> set[str]:
+    """The metric names (families and their series) this replica's /metrics shows."""
+    text = handle.runtime.metrics.render().decode()
+    return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+#: What only the active replica may export: fleet counters, jobs by phase, per-job gauges.
+FLEET = {"kadapt_gpu_seconds_total", "kadapt_gpu_cost_total", "kadapt_jobs", "kadapt_job_phase",
+         "kadapt_job_gpu_seconds"}
+
+
+def test_a_paused_replica_exports_no_stale_fleet_metrics() -> None:
+    with Cluster(namespaces=(NS,)) as cluster:
+        _install_peering(cluster)
+        with replica(cluster, "replica-a", 100) as a:
+            cluster.create(AJOBS, job_manifest("watched", NS))
+            checks.start_gang(cluster, "watched", NS)
+            cluster.wait_for(lambda: exported(a) >= FLEET, message="A exports the fleet metrics while alone")
+            with replica(cluster, "replica-b", 200) as b:
+                peers = lambda: (cluster.get(PEERINGS, NS, PEERING) or {}).get("status") or {}  # noqa: E731
+                wait_for(lambda: {"replica-a", "replica-b"} <= set(peers()), message="both replicas in the peering")
+                b.wait_handled(NS, "watched", more=3, trigger="tick")  # B is active and ticking
+                cluster.wait_for(lambda: exported(b) >= FLEET, message="B, active, exports the fleet metrics")
+                wait_for(lambda: not FLEET & exported(a), message="A, paused, stops exporting the fleet metrics")
+                b.wait_handled(NS, "watched", more=5, trigger="tick")
+                assert not FLEET & exported(a), "a paused replica must not export stale fleet values"
+                assert "kadapt_operator_info" in exported(a), "its own process metrics stay"
+            # B is gone (kopf takes it out of the peering on exit): A is active again and exports.
+            wait_for(lambda: exported(a) >= FLEET, message="A exports again once it is the active replica")
+            assert fleet_gpu_seconds(a) > 0
+            assert a.errors == []

@@ -492,10 +492,11 @@ def test_suspend_from_spec_or_argument(spec_suspend: bool, argument: bool | None
 
 
 @pytest.mark.parametrize("deadline", [None, 1, 86400])
-def test_active_deadline_from_run_policy(deadline: int | None) -> None:
+def test_the_job_never_carries_the_deadline_the_operator_enforces(deadline: int | None) -> None:
+    # The Job controller would count pending pods and restart the count at each resume.
     policy = {"activeDeadlineSeconds": deadline} if deadline else {}
     spec = rendered(runPolicy=policy).job["spec"]
-    assert spec.get("activeDeadlineSeconds") == deadline
+    assert "activeDeadlineSeconds" not in spec
 
 
 # ---- labels and owners --------------------------------------------------------------------

@@ -49,11 +49,13 @@ CONFIG_MAPS = Kind("", "v1", "configmaps", "ConfigMap")
 SERVICES = Kind("", "v1", "services", "Service")
 PODS = Kind("", "v1", "pods", "Pod")
 JOBS = Kind("batch", "v1", "jobs", "Job")
+#: Read only: the Job controller's Events on a batch Job (why it cannot create pods).
+EVENTS = Kind("", "v1", "events", "Event")
 ADAPTATION_JOBS = Kind("kadapt.dev", "v1alpha1", "adaptationjobs", "AdaptationJob")
 
 _KINDS = {k.kind: k for k in (CONFIG_MAPS, SERVICES, JOBS, PODS, ADAPTATION_JOBS)}
 #: Method name stems of the typed API classes (``create_namespaced_<stem>`` ...).
-_STEMS = {CONFIG_MAPS: "config_map", SERVICES: "service", PODS: "pod", JOBS: "job"}
+_STEMS = {CONFIG_MAPS: "config_map", SERVICES: "service", PODS: "pod", JOBS: "job", EVENTS: "event"}
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
@@ -159,6 +161,17 @@ class KubeClient:
         return await self._call(
             self._typed("patch", kind, subresource), name, namespace, patch, _content_type=MERGE_PATCH
         )
+
+    async def list_namespaced(
+        self, kind: Kind, namespace: str, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The objects of a built-in kind in ``namespace`` (narrowed by ``field_selector`` where served).
+
+        Callers filter again on what they need: an API server emulator may ignore the selector.
+        """
+        kwargs = {"field_selector": field_selector} if field_selector else {}
+        found = await self._call(self._typed("list", kind), namespace, **kwargs)
+        return list(found.get("items") or [])
 
     async def read_peering(self, namespace: str | None, name: str) -> dict[str, Any] | None:
         """kopf's peering object (``KopfPeering`` in ``namespace``, or the ``ClusterKopfPeering``).

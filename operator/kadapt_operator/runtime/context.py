@@ -59,6 +59,8 @@ class ReconcileContext:
     job_view: st.JobView | None = None
     observation: st.Observation | None = None
     phase: str = st.PENDING
+    #: Whether this reconcile already posted the Event naming the malformed status it repaired.
+    repairs_reported: bool = False
 
     @property
     def namespace(self) -> str:

@@ -9,11 +9,14 @@ suspension and budget logic is unit-tested table by table without kopf or an API
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from kadapt_operator import cost as costing
+from kadapt_operator import k8s
 from kadapt_operator.api import AdaptationJobStatus, Condition
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.termination import Termination
@@ -153,6 +156,98 @@ def resumed_at(suspended: Condition | None, *, suspending: bool, now: datetime) 
     return None
 
 
+# -- pods the Job controller cannot create ---------------------------------------------------
+#: The Job controller's Event reason when the API server refuses a pod (ResourceQuota, LimitRange,
+#: Pod Security admission, a webhook): the only place that says why a Job has no pods.
+FAILED_CREATE_EVENT = "FailedCreate"
+
+
+def pods_missing(job: st.JobView | None, current_pods: int, workers: int, observation: st.Observation) -> bool:
+    """Whether the gang is short of pods the Job controller should have created (then read its Events).
+
+    Only for a live, unsuspended, unfinished Job whose observation is still "starting": a
+    failed, suspended or queued gang has its own explanation, and a full gang needs none.
+    """
+    if job is None or job.suspended or job.complete or job.failed_reason is not None:
+        return False
+    return observation.phase == st.CREATED and observation.verdict == st.Verdict.NONE and current_pods < workers
+
+
+#: Seconds a Job may be short of pods before its Events are read: the Job controller creates a
+#: gang's pods within about a second, so a healthy start never costs a list request.
+FAILED_CREATE_GRACE_SECONDS = 3.0
+
+
+class CreationCheck(StrEnum):
+    """What a reconcile does about a gang that is short of pods."""
+
+    #: Nothing: the gang is complete, or it is not this check's business.
+    NONE = "none"
+    #: Keep the FailedCreate condition the status already shows (no request: only ticks read Events).
+    KEEP = "keep"
+    #: List the Job's Events for a FailedCreate.
+    READ = "read"
+
+
+def creation_check(
+    missing: bool, *, trigger: Trigger, job_age_seconds: float | None, shown: Condition | None
+) -> CreationCheck:
+    """Whether to read the Job's Events now, keep what the status says, or neither.
+
+    Events are read on ticks only, and only once the Job is older than
+    :data:`FAILED_CREATE_GRACE_SECONDS`: a burst of pod and Job events, or thousands of jobs
+    starting at once, cost no list requests. Between ticks a FailedCreate already shown stays
+    (``shown``, the stored Running condition), so that pod events do not flip it back and forth.
+    """
+    if not missing:
+        return CreationCheck.NONE
+    old_enough = job_age_seconds is not None and job_age_seconds >= FAILED_CREATE_GRACE_SECONDS
+    if trigger == Trigger.TICK and old_enough:
+        return CreationCheck.READ
+    showing = shown is not None and shown.status == st.FALSE and shown.reason == st.Reason.FAILED_CREATE
+    return CreationCheck.KEEP if showing else CreationCheck.NONE
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime:
+    series = event.get("series") or {}
+    meta = event.get("metadata") or {}
+    for raw in (series.get("lastObservedTime"), event.get("lastTimestamp"), event.get("eventTime"),
+                event.get("firstTimestamp"), meta.get("creationTimestamp")):
+        try:
+            parsed = k8s.parse_time(raw)
+        except (TypeError, ValueError):
+            continue
+        if parsed is not None:
+            return parsed
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def failed_create(events: Iterable[Mapping[str, Any]], job: st.JobView) -> st.CondUpdate | None:
+    """``Running=False`` (reason FailedCreate) from the newest FailedCreate Event on this Job, or None.
+
+    Only Events about this incarnation of the Job count (its uid, when the Event names one):
+    a deleted namesake's refusals are not this gang's.
+    """
+    mine = []
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if event.get("reason") != FAILED_CREATE_EVENT or involved.get("kind") != "Job":
+            continue
+        if involved.get("name") != job.name or (involved.get("uid") and job.uid and involved.get("uid") != job.uid):
+            continue
+        mine.append(event)
+    if not mine:
+        return None
+    latest = max(mine, key=_event_time)
+    cause = str(latest.get("message") or "no message").strip()
+    msg = (
+        f"the Job controller cannot create the pods of Job {job.name}: {cause}; fix what refuses them "
+        "(the namespace's ResourceQuota or LimitRange, Pod Security admission, or the job's resources): "
+        "the Job controller keeps retrying"
+    )
+    return st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.FAILED_CREATE, msg)
+
+
 # -- outcome: success, deadline, restart -----------------------------------------------------
 class Outcome(StrEnum):
     """What the observation of the gang means for the job."""
@@ -167,9 +262,55 @@ class Outcome(StrEnum):
     WAITING_TO_RESTART = "waiting-to-restart"
 
 
-def deadline_passed(deadline_seconds: int | None, started: datetime | None, now: datetime) -> bool:
-    """Whether ``spec.runPolicy.activeDeadlineSeconds`` has run out since ``started``."""
-    return deadline_seconds is not None and started is not None and now - started >= timedelta(seconds=deadline_seconds)
+#: Phases in which ``activeDeadlineSeconds`` does not run: the user, a budget or Kueue holds the job.
+DEADLINE_PAUSED_PHASES = frozenset({st.SUSPENDED, st.QUEUED})
+
+
+@dataclass(frozen=True)
+class DeadlineClock:
+    """Time since the first running pod that ``activeDeadlineSeconds`` does not count.
+
+    Kept in the API server (annotations, see :mod:`kadapt_operator.runtime.deadline`), so a
+    restarted operator neither forgets a past suspension nor loses the one in progress.
+    """
+
+    #: Seconds of finished pauses (suspended or queued after the start).
+    paused_seconds: float = 0.0
+    #: When the pause in progress began; None while the clock runs.
+    paused_since: datetime | None = None
+
+    def paused_at(self, now: datetime) -> float:
+        """Seconds excluded from the deadline up to ``now``, the pause in progress included."""
+        current = (now - self.paused_since).total_seconds() if self.paused_since is not None else 0.0
+        return self.paused_seconds + max(current, 0.0)
+
+
+def track_deadline(clock: DeadlineClock, *, started: bool, phase: str, now: datetime) -> DeadlineClock:
+    """Stop the deadline's clock when a started job is suspended or queued, run it again after.
+
+    Before the first running pod nothing counts anyway (``started`` False). A suspension by
+    the user or a budget, or a Kueue preemption that re-queues the job, stops the clock at
+    ``now`` (the reconcile that sees it); the first reconcile in any other phase adds the
+    pause to ``paused_seconds``. The wait for pods after a resume counts, like a restart's.
+    """
+    if not started:
+        return clock
+    paused = phase in DEADLINE_PAUSED_PHASES
+    if paused and clock.paused_since is None:
+        return DeadlineClock(clock.paused_seconds, now)
+    if not paused and clock.paused_since is not None:
+        return DeadlineClock(round(clock.paused_at(now), 3), None)
+    return clock
+
+
+def deadline_passed(
+    deadline_seconds: int | None, started: datetime | None, now: datetime, clock: DeadlineClock | None = None
+) -> bool:
+    """Whether ``spec.runPolicy.activeDeadlineSeconds`` has run out since ``started``, pauses excluded."""
+    if deadline_seconds is None or started is None:
+        return False
+    paused = clock.paused_at(now) if clock is not None else 0.0
+    return (now - started).total_seconds() - paused >= deadline_seconds
 
 
 def decide_outcome(
@@ -251,9 +392,10 @@ def restart_conditions(plan: RestartPlan) -> list[st.CondUpdate]:
     return [st.CondUpdate(st.RESTARTING, st.TRUE, plan.condition_reason, plan.message)]
 
 
-def deadline_conditions(deadline_seconds: int | None) -> list[st.CondUpdate]:
-    """Failed and not Running, naming the deadline."""
-    msg = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline_seconds}s); pods stopped"
+def deadline_conditions(deadline_seconds: int | None, paused_seconds: float = 0.0) -> list[st.CondUpdate]:
+    """Failed and not Running, naming the deadline (and the suspended or queued time it left out)."""
+    excluded = f", not counting {paused_seconds:.0f}s suspended or queued" if paused_seconds >= 1 else ""
+    msg = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline_seconds}s{excluded}); pods stopped"
     return [
         st.CondUpdate(st.FAILED, st.TRUE, st.Reason.DEADLINE_EXCEEDED, msg),
         st.CondUpdate(st.RUNNING, st.FALSE, st.Reason.DEADLINE_EXCEEDED, msg),

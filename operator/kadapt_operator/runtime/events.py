@@ -10,6 +10,7 @@ import kopf
 
 from kadapt_operator import cost as costing
 from kadapt_operator.api import API_VERSION_FULL, Condition
+from kadapt_operator.runtime.readiness import KSTATUS_TYPES
 from kadapt_operator.runtime.status import TRUE, Reason
 from kadapt_operator.runtime.stored import StoredMeta
 from kadapt_trainer.config import KIND
@@ -27,6 +28,8 @@ WARNING_REASONS = frozenset(
         Reason.IMAGE_PULL_ERROR,
         Reason.CREATE_CONTAINER_CONFIG_ERROR,
         Reason.UNSCHEDULABLE,
+        Reason.FAILED_CREATE,
+        Reason.STATUS_REPAIRED,
         Reason.BUDGET_EXCEEDED,
         Reason.WORKER_FAILED,
         Reason.DISRUPTED,
@@ -67,8 +70,44 @@ def post(meta: StoredMeta, reason: str, message: str) -> None:
 RECOVERY_REASONS = frozenset({Reason.RESUMED, Reason.WITHIN_BUDGET})
 
 
+def worth_an_event(changed: Sequence[Condition]) -> list[Condition]:
+    """The conditions among ``changed`` (one status write's transitions) that each get one Event.
+
+    A condition that became True, went wrong, or recovered does (not every False). The kstatus
+    conditions (Ready, Reconciling, Stalled) never do: they are derived from the condition that
+    moved (an image pull error makes Running=False *and* Stalled=True, Ready and Reconciling
+    False with the same reason), which has its Event already. Nor does a False condition that
+    moved for the reason a True one moved for in the same write: it is the other side of that
+    transition (a deadline sets Failed=True and Running=False, both DeadlineExceeded: one Event).
+    """
+    worthy = [
+        c for c in changed
+        if c.type not in KSTATUS_TYPES
+        and (c.status == TRUE or c.reason in WARNING_REASONS or c.reason in RECOVERY_REASONS)
+    ]
+    told = {c.reason for c in worthy if c.status == TRUE}
+    out: list[Condition] = []
+    for cond in worthy:
+        if cond.status != TRUE:
+            if cond.reason in told:
+                continue
+            told.add(cond.reason)
+        out.append(cond)
+    return out
+
+
 def post_transitions(meta: StoredMeta, changed: Sequence[Condition]) -> None:
-    """One Event per condition that became True, went wrong, or recovered (not every False)."""
-    for cond in changed:
-        if cond.status == TRUE or cond.reason in WARNING_REASONS or cond.reason in RECOVERY_REASONS:
-            post(meta, cond.reason, f"{cond.type}={cond.status}: {cond.message}".rstrip(": "))
+    """One Event per transition among ``changed`` (see :func:`worth_an_event`)."""
+    for cond in worth_an_event(changed):
+        post(meta, cond.reason, f"{cond.type}={cond.status}: {cond.message}".rstrip(": "))
+
+
+def post_repairs(meta: StoredMeta, problems: Sequence[str]) -> None:
+    """One Warning Event naming every malformed status entry that was repaired or dropped.
+
+    The reconcile repairs such an entry instead of failing on it every tick; the Event says
+    what was changed, so that someone who hand-edited the status (or an old operator's bug)
+    can see that the figures around it may be off by one poll.
+    """
+    if problems:
+        post(meta, Reason.STATUS_REPAIRED, "repaired malformed status: " + "; ".join(problems))

@@ -13,6 +13,9 @@ event on its Job or pods; the periodic tick) runs the same steps under a per-job
 8. :func:`write_status_and_events`: one status patch, only when something changed, and one
    Event per condition transition.
 
+Before them, :func:`repair.drop_unparsable_status` deletes status fields that no longer parse
+(with a Warning Event), so that no tick reads and skips them for ever.
+
 The decisions themselves are pure functions in :mod:`kadapt_operator.runtime.decide`;
 the steps here gather observations and carry decisions out. The state a reconcile needs
 lives in the API server (status, a few ``kadapt.dev/`` annotations), never in memory: a
@@ -41,7 +44,21 @@ from kadapt_operator.metrics import (
     job_sample,
 )
 from kadapt_operator.render import render
-from kadapt_operator.runtime import cleanup, decide, pinned, progress, queueing, readiness, reuse, spend, termination
+from kadapt_operator.runtime import (
+    cleanup,
+    creation,
+    decide,
+    events,
+    pinned,
+    progress,
+    queueing,
+    readiness,
+    repair,
+    reuse,
+    spend,
+    termination,
+)
+from kadapt_operator.runtime import deadline as deadline_clock
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.apply import ChildConflict, apply_all, controller_uid
 from kadapt_operator.runtime.client import ADAPTATION_JOBS, JOBS, ApiError
@@ -155,6 +172,9 @@ async def account_cost(rt: Runtime, ctx: ReconcileContext) -> None:
 def accrue(rt: Runtime, ctx: ReconcileContext, status: AdaptationJobStatus) -> Cost:
     """``status.cost`` after counting the pods' GPU time up to now; adds the increase to the fleet counters."""
     ledger = costing.CostLedger.from_status(status.cost.model_dump(by_alias=True))
+    if ledger.problems and not ctx.repairs_reported:  # the write below stores the repair: say it once
+        events.post_repairs(ctx.meta, ledger.problems)
+        ctx.repairs_reported = True
     accrual = costing.accrue(ledger, ctx.intervals, ctx.now)
     allocated = costing.allocated_gpus(ctx.intervals)
     eta = status.progress.eta_seconds
@@ -295,6 +315,7 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
         suspend_reason=ctx.suspend_reason,
         resumed_at=since,
     )
+    obs = await creation.explain(rt, ctx, obs)  # a gang short of pods: the Job controller's FailedCreate
     queue = queueing.observe_queue(
         queueing.queue_name(ctx.job.spec.queue_name, rt.settings.default_queue_name),
         ctx.job_view,
@@ -323,10 +344,11 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
     """Act on the gang's verdict: success, deadline, a gang restart, or waiting for one."""
     assert ctx.observation is not None
     deadline = ctx.job.spec.run_policy.active_deadline_seconds
+    clock = await deadline_clock.track(rt, ctx)  # suspended and queued time does not count
     bad_input = permanent_failure(ctx)
     outcome = decide.decide_outcome(
         ctx.observation.verdict,
-        deadline_passed=decide.deadline_passed(deadline, ctx.status.start_time, ctx.now),
+        deadline_passed=decide.deadline_passed(deadline, ctx.status.start_time, ctx.now, clock),
         job_exists=ctx.job_view is not None,
         restart_pending=ctx.restart_after is not None,
         bad_input=bad_input is not None,
@@ -347,7 +369,7 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_SUCCEEDED)
     elif outcome == Outcome.DEADLINE:
         ctx.phase = st.FAILED
-        ctx.updates.extend(decide.deadline_conditions(deadline))
+        ctx.updates.extend(decide.deadline_conditions(deadline, clock.paused_at(ctx.now)))
         ctx.status.completion_time = k8s.kube_time(ctx.now)
         if ctx.job_view is not None:
             await rt.api().delete(JOBS, ctx.namespace, ctx.job_view.name)
@@ -499,6 +521,7 @@ async def write_status_and_events(rt: Runtime, ctx: ReconcileContext) -> None:
 
 
 STEPS: tuple[Step, ...] = (
+    repair.drop_unparsable_status,
     account_cost,
     decide_budget_and_suspension,
     ensure_children,
@@ -551,7 +574,9 @@ async def tick_forever(rt: Runtime) -> None:
 
     while True:
         await asyncio.sleep(rt.settings.poll_interval_seconds)
-        if not await rt.active():
+        active = await rt.active()
+        rt.metrics.export_fleet(active)  # only the active replica exports fleet and job metrics
+        if not active:
             rt.ledgers.clear()  # another replica books spend meanwhile: read the ledgers afresh when active
             continue  # a paused peer: the active replica does the periodic work and counts fleet cost
         await spend.book_namespaces(rt, utcnow())

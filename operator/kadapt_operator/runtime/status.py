@@ -53,6 +53,9 @@ class Reason(StrEnum):
     IMAGE_PULL_ERROR = "ImagePullError"
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     UNSCHEDULABLE = "Unschedulable"
+    #: The Job controller cannot create the pods (ResourceQuota, LimitRange, Pod Security): its
+    #: ``FailedCreate`` Event on the batch Job says why.
+    FAILED_CREATE = "FailedCreate"
     SUSPENDED_BY_USER = "SuspendedByUser"
     BUDGET_EXCEEDED = "BudgetExceeded"
     #: Stopped or held because the namespace spent its budget for the period (the spend ledger).
@@ -75,6 +78,8 @@ class Reason(StrEnum):
     #: The finished model is no better than always predicting the majority class (issue 12.9).
     NO_BETTER_THAN_BASELINE = "NoBetterThanBaseline"
     BEATS_BASELINE = "BeatsBaseline"
+    #: A malformed entry in status (e.g. a bad timestamp in cost.accountedUntil) was repaired or dropped.
+    STATUS_REPAIRED = "StatusRepaired"
     #: Succeeded at once from the recorded result of an identical earlier job (GitOps re-apply).
     REUSED_RESULT = "ReusedResult"
     #: Every field of the current spec generation is in effect (SpecApplied=True).

@@ -79,18 +79,31 @@ def status_of(body: Mapping[str, Any] | None) -> AdaptationJobStatus:
 
 def _tolerant(model: type[M], raw: Any) -> M:
     """Parse ``raw``; drop the top-level fields that do not parse, naming them in the log."""
+    parsed, dropped = _parse_dropping(model, raw)
+    if dropped:
+        log.warning("%s: ignoring fields that do not parse: %s", model.__name__, ", ".join(sorted(dropped)))
+    return parsed
+
+
+def _parse_dropping(model: type[M], raw: Any) -> tuple[M, dict[str, Any]]:
+    """``raw`` parsed without its top-level fields that do not parse, and those fields as they were."""
     data = dict(raw) if isinstance(raw, Mapping) else {}
+    dropped: dict[str, Any] = {}
     while True:
         try:
-            return model.model_validate(data)
+            return model.model_validate(data), dropped
         except ValidationError as exc:
             bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
             bad &= set(data)
             if not bad:
-                return model()
-            log.warning("%s: ignoring fields that do not parse: %s", model.__name__, ", ".join(sorted(bad)))
+                return model(), dropped
             for key in bad:
-                del data[key]
+                dropped[key] = data.pop(key)
+
+
+def unparsable_status(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The top-level ``status`` fields of a stored AdaptationJob that do not parse (the reconcile drops them)."""
+    return _parse_dropping(AdaptationJobStatus, (body or {}).get("status"))[1]
 
 
 class _Lifecycle(BaseModel):
