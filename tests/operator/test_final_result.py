@@ -227,3 +227,24 @@ def test_a_summary_seen_after_the_jobs_completion_still_reaches_status(
     )
     assert status["phase"] == "Succeeded" and status["progress"]["percent"] == 100.0
     assert status["output"]["metrics"]["accuracy"] == 0.91
+
+
+def test_a_gang_that_ran_and_ended_between_two_looks_keeps_its_start_time(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    # A short job can start and succeed between two of the operator's looks: it never sees the
+    # pods Running. Its wall time (status.startTime to completion, what `kadapt compare` reports)
+    # comes from the pods' own start times, not from nothing.
+    started = "2026-01-01T10:00:00Z"
+    cluster.create(AJOBS, job_manifest("quick", NS))
+    job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "quick"), message="the Job")
+    pods = [cluster.make_pod(job, i) for i in range(2)]
+    cluster.set_status(PODS, NS, pods[0]["metadata"]["name"], terminated(0, started_at=started, message=summary_line()))
+    cluster.set_status(PODS, NS, pods[1]["metadata"]["name"], terminated(0, started_at=started))
+    cluster.set_status(JOBS, NS, "quick", complete_job_status(2))
+    status = cluster.wait_for(
+        lambda: (s := checks.status_of(cluster, "quick", NS)).get("progress", {}).get("step") == 162 and s,
+        message="the final figures in status",
+    )
+    assert status["phase"] == "Succeeded"
+    assert status.get("startTime") == started

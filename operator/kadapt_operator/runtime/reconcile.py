@@ -334,9 +334,14 @@ async def observe_pods(rt: Runtime, ctx: ReconcileContext) -> None:
     if ctx.old.start_time is None and ctx.phase == st.RUNNING:
         # activeDeadlineSeconds counts from the first running pod, not from creation: waiting in a
         # queue, for a node or for an image pull does not use it up.
-        starts = [p.started_at for p in st.current_pods(ctx.views, ctx.job_view) if p.started_at is not None]
-        ctx.status.start_time = k8s.kube_time(min(starts) if starts else ctx.now)
+        ctx.status.start_time = k8s.kube_time(first_pod_start(ctx) or ctx.now)
     ctx.updates.extend(obs.conditions)
+
+
+def first_pod_start(ctx: ReconcileContext) -> datetime | None:
+    """When the first pod of the current gang started (its container's ``startedAt``), if known."""
+    starts = [p.started_at for p in st.current_pods(ctx.views, ctx.job_view) if p.started_at is not None]
+    return min(starts) if starts else None
 
 
 # -- 6. restart or failure ---------------------------------------------------------------------
@@ -361,6 +366,8 @@ async def decide_restart_or_failure(rt: Runtime, ctx: ReconcileContext) -> None:
         rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_FAILED)
     elif outcome == Outcome.SUCCEEDED:
         ctx.status.completion_time = k8s.kube_time(ctx.now)
+        if ctx.status.start_time is None and (started := first_pod_start(ctx)) is not None:
+            ctx.status.start_time = k8s.kube_time(started)  # ran and ended between two looks
         ctx.status.output = OutputStatus(uri=ctx.job.spec.output.uri, metrics=ctx.old.output.metrics)
         summary = termination.final_summary(gang_pods(ctx))
         if summary is not None:
