@@ -116,20 +116,15 @@ def test_namespace_budget_holds_new_jobs_suspended() -> None:
         Cluster(namespaces=(NS, "team-b")) as cluster,
         cluster.operator(namespaces=[NS, "team-b"], settings_overrides={"namespace_budgets": {NS: 0.05}}) as op,
     ):
-        # An earlier job in the namespace already spent more than the namespace's budget.
-        spender = cluster.create(AJOBS, job_manifest("spender", NS))
-        cluster.wait_for(lambda: cluster.get(JOBS, NS, "spender"))
-        cluster.set_status(
-            AJOBS,
-            NS,
-            "spender",
-            {
-                **(cluster.get(AJOBS, NS, "spender") or {}).get("status", {}),
-                "cost": {"gpuSeconds": 100.0, "costSoFar": 0.1},
-            },
-        )
-        assert spender["metadata"]["uid"]
-        cluster.wait_for(lambda: checks.status_of(cluster, "spender", NS).get("cost", {}).get("costSoFar") == 0.1)
+        # An earlier job in the namespace already spent more than the namespace's budget: its two
+        # one-GPU pods have run for 100 s (0.2 at the test price of 3.6 per GPU-hour), accrued by
+        # the operator itself (writing the cost into status by hand would race its own writes).
+        cluster.create(AJOBS, job_manifest("spender", NS))
+        job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "spender"))
+        started = (datetime.now(UTC) - timedelta(seconds=100)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for i in range(2):
+            pod = cluster.make_pod(job, i)
+            cluster.set_status(PODS, NS, pod["metadata"]["name"], running_status(started_at=started))
         # The active operator has booked that spend into the namespace's ledger (its own view of it).
         cluster.wait_for(
             lambda: (ledger := op.runtime.ledgers.get(NS)) is not None and ledger.spent(datetime.now(UTC)) >= 0.1,
