@@ -33,6 +33,7 @@ import importlib.util
 import json
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -158,14 +159,20 @@ def warm_up(work: Path, train: Path, s: Settings) -> None:
     run(kadapt_config(work, "warm-up", "full", train, s, maxSteps=1), serve=False)
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system, every thread) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_kadapt(work: Path, name: str, strategy: str, train: Path, s: Settings) -> dict[str, Any]:
     """One kadapt job in this process; its test figures, time and what it chose."""
     from kadapt_trainer.recipe import run
 
     cfg = kadapt_config(work, name, strategy, train, s, **dict(s.kadapt_training))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     report = run(cfg, serve=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
     test = report.evaluation.get("test", {})
     return {
         "strategy": report.strategy,
@@ -174,6 +181,7 @@ def run_kadapt(work: Path, name: str, strategy: str, train: Path, s: Settings) -
         "macro_f1": test.get("macro_f1"),
         "val_accuracy": report.eval_metrics.get("accuracy"),
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "cost": wall / 3600 * PRICE,
         "steps": report.step,
         "trainable": report.trainable_params,
@@ -334,23 +342,30 @@ def baseline_hf(strategy: str, train: list[dict[str, str]], test: list[dict[str,
 # --- the run and its report ---------------------------------------------------------------
 
 
-def bench_size(n: int, s: Settings, work: Path, data: dict[str, Any], steps: Any) -> dict[str, Any]:
-    """Every strategy's defaults, auto, the baselines and the plan at one size (per class)."""
+def bench_size(
+    n: int, s: Settings, work: Path, data: dict[str, Any], steps: Any, out: dict[str, Any], save: Any
+) -> None:
+    """Every strategy's defaults, auto, the baselines and the plan at one size (per class), into ``out``.
+
+    ``save()`` after each run: a long run that is stopped keeps what it measured.
+    """
     train_file = work / f"train-{n}.jsonl"
     train_rows = data[f"train-{n}"]
-    out: dict[str, Any] = {"per_class": n, "train": len(train_rows), "kadapt": {}, "baselines": {}}
+    out.update({"per_class": n, "train": len(train_rows), "kadapt": {}, "baselines": {}})
     out["plan"] = plan(work, train_file, s, steps)
     for strategy in (*s.strategies, "auto"):
         print(f"kadapt {strategy} ({n}/class) ...", flush=True)
         out["kadapt"][strategy] = run_kadapt(work, f"{strategy}-{n}", strategy, train_file, s)
+        save()
     print(f"baseline logreg ({n}/class) ...", flush=True)
     out["baselines"]["head-only"] = baseline_logreg(train_rows, data["test"], s)
     for strategy in s.strategies:
         if strategy != "head-only":
             print(f"baseline {strategy} ({n}/class) ...", flush=True)
             out["baselines"][strategy] = baseline_hf(strategy, train_rows, data["test"], s)
+            save()
     out["verdicts"] = verdicts(out)
-    return out
+    save()
 
 
 def bench(s: Settings, work: Path, progress: Path | None = None) -> dict[str, Any]:
@@ -375,11 +390,15 @@ def bench(s: Settings, work: Path, progress: Path | None = None) -> dict[str, An
     report["step_times"] = steps.as_dict() if steps is not None else None
     print("warm-up ...", flush=True)
     warm_up(work, work / f"train-{min(s.sizes)}.jsonl", s)
-    for n in s.sizes:
-        report["sizes"][str(n)] = bench_size(n, s, work, data, steps)
+
+    def save() -> None:
         report["machine"]["load_after"] = os.getloadavg()
-        if progress:  # figures as they arrive: a long run that is stopped keeps its finished sizes
+        if progress:  # figures as they arrive
             progress.write_text(json.dumps(report, indent=1, default=str))
+
+    for n in s.sizes:
+        report["sizes"][str(n)] = {}
+        bench_size(n, s, work, data, steps, report["sizes"][str(n)], save)
     report["auto_choices"] = {n: r["kadapt"]["auto"]["strategy"] for n, r in report["sizes"].items()}
     return report
 
@@ -391,6 +410,7 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
     if "head-only" in k and "full" in k:
         out["head_only_vs_logreg"] = k["head-only"]["accuracy"] - b["head-only"]["accuracy"]
         out["head_only_time_vs_full"] = k["head-only"]["wall_seconds"] / k["full"]["wall_seconds"]
+        out["head_only_cpu_vs_full"] = k["head-only"]["cpu_seconds"] / k["full"]["cpu_seconds"]
         out["head_only_met"] = out["head_only_vs_logreg"] >= 0 and out["head_only_time_vs_full"] <= 0.2
     for strategy in ("lora", "partial", "full"):
         if strategy in k and strategy in b:
@@ -406,8 +426,8 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
     for strategy, run in k.items():
         planned = r["plan"]["seconds"].get(run["strategy"] if strategy == "auto" else strategy)
         if planned:
-            ratios[strategy] = planned / run["wall_seconds"]
-    out["plan_over_measured"] = ratios
+            ratios[strategy] = planned / run["cpu_seconds"]
+    out["plan_over_measured_cpu"] = ratios
     out["plan_within_2x"] = all(0.5 <= v <= 2.0 for v in ratios.values())
     return out
 
@@ -430,8 +450,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"maxLength {s['max_length']}, all-MiniLM-L6-v2, one CPU process.",
             "",
             "| strategy | kadapt (defaults) test acc · macro-F1 | baseline test acc · macro-F1 | kadapt minus baseline "
-            "| kadapt wall s | planned s | baseline wall s | baseline settings |",
-            "|---|---|---|---|---|---|---|---|",
+            "| kadapt wall s | kadapt CPU s | planned s | baseline wall s | baseline settings |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for strategy in (*STRATEGIES, "auto"):
             if strategy not in r["kadapt"]:
@@ -446,6 +466,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{b['accuracy']:.3f} · {b['macro_f1']:.3f}" if b else "—",
                 f"{k['accuracy'] - b['accuracy']:+.3f}" if b else "—",
                 f"{k['wall_seconds']:.1f}",
+                f"{k['cpu_seconds']:.1f}",
                 f"{planned:.1f}" if planned else "—",
                 f"{b['wall_seconds']:.1f}" if b else "—",
                 ("LogisticRegression() on frozen embeddings" if strategy == "head-only" else b["settings"])

@@ -81,5 +81,5 @@ def test_plan_against_measured_and_verdicts(report: dict[str, Any]) -> None:
         for key in ("head_only_vs_logreg", "head_only_time_vs_full", "full_vs_baseline", "auto_vs_best"):
             assert isinstance(v[key], float)
         assert isinstance(v["head_only_met"], bool) and isinstance(v["auto_met"], bool)
-        assert set(v["plan_over_measured"]) == {"head-only", "full", "auto"}
+        assert set(v["plan_over_measured_cpu"]) == {"head-only", "full", "auto"}
         assert isinstance(v["plan_within_2x"], bool)

@@ -16,8 +16,12 @@ Two callers:
   projects its candidates' costs.
 
 Each strategy is applied to a deep copy of the model, so the model itself is untouched.
-Times are means over a few micro-batches after a warm-up one; on a shared machine the
-calibration sees the same contention as the run that follows it.
+Times are means over a few micro-batches after a warm-up one, in **CPU seconds of this process**
+(``time.process_time``, every thread), not wall seconds: on a shared machine the wall time of
+a few micro-batches swings with whatever else runs (3-7x on this project's two shared cores),
+the CPU time the job needs does not. With one thread per process (``OMP_NUM_THREADS=1``, as
+the trainer's tests and the benchmarks run) CPU seconds are the wall seconds of the run on an
+otherwise idle machine; with more threads they overstate it by up to the thread count.
 """
 
 from __future__ import annotations
@@ -32,15 +36,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-_STARTED = time.monotonic()  # before the heavy imports: they are part of a trainer's start-up
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from kadapt_trainer.config import StrategySpec, StrategyType, Task, TrainerConfig  # noqa: E402
-from kadapt_trainer.data import Encoded, collate  # noqa: E402
-from kadapt_trainer.losses import summed_loss  # noqa: E402
-from kadapt_trainer.planning import StepTimes  # noqa: E402
+from kadapt_trainer.config import StrategySpec, StrategyType, Task, TrainerConfig
+from kadapt_trainer.data import Encoded, collate
+from kadapt_trainer.losses import summed_loss
+from kadapt_trainer.planning import StepTimes
 
 #: Distinct micro-batches sampled (lengths vary, so does padding); each measurement times at
 #: least ``MIN_ROUNDS`` of them after a warm-up and goes on, cycling, for ``MIN_SECONDS``
@@ -76,19 +78,19 @@ def sample_batches(encoded: Encoded, micro: int, pad_id: int, task: Task, count:
 
 
 def _mean_seconds(fn: Any, batches: list[Any]) -> float:
-    """Mean seconds of ``fn`` per batch after a warm-up call (see ``MIN_SECONDS``)."""
+    """Mean CPU seconds of ``fn`` per batch after a warm-up call (see ``MIN_SECONDS``)."""
     fn(batches[0])  # warm-up: allocations, lazy initialisation
-    rounds, start = 0, time.perf_counter()
-    while rounds < MIN_ROUNDS or (time.perf_counter() - start < MIN_SECONDS and rounds < MAX_ROUNDS):
+    rounds, start = 0, time.process_time()
+    while rounds < MIN_ROUNDS or (time.process_time() - start < MIN_SECONDS and rounds < MAX_ROUNDS):
         fn(batches[1 + rounds % (len(batches) - 1)])
         rounds += 1
-    return (time.perf_counter() - start) / rounds
+    return (time.process_time() - start) / rounds
 
 
 def _timed(fn: Any) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def measure(
@@ -154,7 +156,7 @@ def calibrate_job(cfg: TrainerConfig) -> StepTimes:
     from kadapt_trainer.modeling import load_model, load_tokenizer, resolve_model_path
     from kadapt_trainer.strategies import find_blocks
 
-    imports = time.monotonic() - _STARTED
+    imports = time.process_time()  # CPU seconds since this process started: the imports
 
     data = load_text_data(cfg)
     path = resolve_model_path(cfg.model)
@@ -164,7 +166,7 @@ def calibrate_job(cfg: TrainerConfig) -> StepTimes:
     train = encode(data.train, tokenizer, data, cfg.dataset.max_length, cfg.task)
     if cfg.task == Task.SEQUENCE_CLASSIFICATION and data.validation is not None:
         encode(data.validation, tokenizer, data, cfg.dataset.max_length, cfg.task)  # as the trainer does
-    startup = time.monotonic() - _STARTED
+    startup = time.process_time()  # ... and data, tokenizer, model
     try:
         layers = len(find_blocks(model)[1])
     except Exception:  # no recognisable blocks: partial prices one

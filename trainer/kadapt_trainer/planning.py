@@ -19,12 +19,14 @@ Time comes from one of two models, and the estimate says which (``Hardware.sourc
   times, per strategy, a training micro-batch (forward and backward of what trains), an
   optimizer step, a no-grad evaluation micro-batch and a checkpoint write; ``kadapt plan``
   runs it in a fresh trainer process and also times that process's start-up (imports, data,
-  model). The run's time is then counted, not modelled: start-up + micro-batches x their time
-  + optimizer steps + evaluations (one per epoch, the final one and the test split) +
-  checkpoints (one per evaluation, and the final save). FLOPs are still reported. On CPU
+  model), all in CPU seconds of the process, which other load on a shared machine does not
+  inflate the way it inflates wall time. The run's time is then counted, not modelled:
+  start-up + micro-batches x their time + optimizer steps + evaluations (one per epoch, the
+  final one and the test split) + checkpoints (one per evaluation, and the final save). FLOPs are still reported. On CPU
   this matters: a training step of all-MiniLM-L6-v2 runs at well under half the FLOP rate
   of its forward pass (the dense embedding gradient, AdamW over every weight), which the
-  FLOP count alone cannot know.
+  FLOP count alone cannot know. The figure is the run's CPU seconds: its wall time with one
+  thread per process on an otherwise idle machine (more threads: an upper bound).
 - **FLOPs over a throughput** (a cluster plan, or where the calibration cannot run): a fixed
   start-up plus FLOPs over an effective throughput taken from a GPU table (peak x
   ``GPU_EFFICIENCY``), or measured on this CPU (a float32 matrix product x ``CPU_EFFICIENCY``).
@@ -104,7 +106,7 @@ class Workload:
 
 @dataclass(frozen=True)
 class StepTimes:
-    """Seconds measured on this machine with the job's own model and data (a calibration).
+    """CPU seconds measured on this machine with the job's own model and data (a calibration).
 
     Per strategy (``full``, ``partial``, ``lora``): ``train`` is one training micro-batch
     (forward and backward), ``optimizer`` one optimizer step over what trains, ``checkpoint``
@@ -401,8 +403,9 @@ def hardware_for(
 def with_step_times(hw: Hardware, steps: StepTimes) -> Hardware:
     """``hw`` whose estimates count the measured step times instead of FLOPs."""
     source = (
-        f"measured on this machine: start-up {steps.startup:.1f}s, full micro-batch "
-        f"{steps.train.get('full', 0.0):.3f}s, evaluation micro-batch {steps.forward:.3f}s (x{steps.micro_batch_size})"
+        f"measured on this machine (CPU seconds of one process: idle wall time at one thread): start-up "
+        f"{steps.startup:.1f}s, full micro-batch {steps.train.get('full', 0.0):.3f}s, evaluation micro-batch "
+        f"{steps.forward:.3f}s (x{steps.micro_batch_size})"
     )
     return replace(hw, step_times=steps, source=source)
 
