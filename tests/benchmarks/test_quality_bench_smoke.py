@@ -45,33 +45,41 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_every_run_is_scored_on_the_same_test_split(report: dict[str, Any]) -> None:
-    assert set(report["kadapt"]) == {"head-only", "full", "auto"}
-    assert set(report["baselines"]) == {"head-only", "full"}
+    assert set(report["sizes"]) == {"8", "12"}  # every strategy and auto at each size
     n_test = report["data"]["test"]
     assert n_test == 3 * report["settings"]["test_per_class"]
-    for run in [*report["kadapt"].values(), *report["baselines"].values()]:
-        assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["macro_f1"] <= 1.0
-        assert run["wall_seconds"] > 0
-        # accuracies are counts over the same test split
-        assert abs(run["accuracy"] * n_test - round(run["accuracy"] * n_test)) < 1e-6
+    for size in report["sizes"].values():
+        assert set(size["kadapt"]) == {"head-only", "full", "auto"}
+        assert set(size["baselines"]) == {"head-only", "full"}
+        for run in [*size["kadapt"].values(), *size["baselines"].values()]:
+            assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["macro_f1"] <= 1.0
+            assert run["wall_seconds"] > 0
+            # accuracies are counts over the same test split
+            assert abs(run["accuracy"] * n_test - round(run["accuracy"] * n_test)) < 1e-6
 
 
 def test_kadapt_runs_record_what_they_used(report: dict[str, Any]) -> None:
-    head, full = report["kadapt"]["head-only"], report["kadapt"]["full"]
+    size = report["sizes"]["8"]
+    head, full = size["kadapt"]["head-only"], size["kadapt"]["full"]
     assert head["strategy"] == "head-only" and head["steps"] == 1 and head["probe_c"] is not None
     assert full["strategy"] == "full" and full["training"]["learningRate"] == 5e-5
     assert "learningRate" in full["training"]["defaulted"]
-    auto = report["kadapt"]["auto"]
-    assert auto["decision"]["chosen"] == auto["strategy"]
-    assert {c["strategy"] for c in auto["decision"]["candidates"]} == {"head-only", "lora", "partial", "full"}
+    for size in report["sizes"].values():
+        auto = size["kadapt"]["auto"]
+        assert auto["decision"]["chosen"] == auto["strategy"] == report["auto_choices"][str(size["per_class"])]
+        assert {c["strategy"] for c in auto["decision"]["candidates"]} == {"head-only", "lora", "partial", "full"}
 
 
-def test_auto_by_size_and_verdicts(report: dict[str, Any]) -> None:
-    sizes = report["auto_by_size"]
-    assert {int(n) for n in sizes} == {8, 12}
-    decided = sizes["12"]
-    assert decided["trained"] is False and decided["decision"]["chosen"] == decided["strategy"]
-    v = report["verdicts"]
-    for key in ("head_only_vs_logreg", "head_only_time_vs_full", "full_vs_baseline", "auto_vs_best"):
-        assert isinstance(v[key], float)
-    assert isinstance(v["head_only_met"], bool) and isinstance(v["auto_met"], bool)
+def test_plan_against_measured_and_verdicts(report: dict[str, Any]) -> None:
+    steps = report["step_times"]  # kadapt plan --local's calibration ran (a trainer process)
+    assert steps is not None and steps["startup"] > steps["imports"] > 0
+    for size in report["sizes"].values():
+        plan = size["plan"]
+        assert set(plan["seconds"]) == {"head-only", "lora", "partial", "full"}
+        assert plan["source"].startswith("measured") and plan["imports_left_out"] == steps["imports"]
+        v = size["verdicts"]
+        for key in ("head_only_vs_logreg", "head_only_time_vs_full", "full_vs_baseline", "auto_vs_best"):
+            assert isinstance(v[key], float)
+        assert isinstance(v["head_only_met"], bool) and isinstance(v["auto_met"], bool)
+        assert set(v["plan_over_measured_cpu"]) == {"head-only", "full", "auto"}
+        assert isinstance(v["plan_within_2x"], bool)

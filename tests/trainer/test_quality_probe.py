@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from torch import nn
 
 from kadapt_trainer.probe import DEFAULT_C, SELECTED_BY_DEFAULT, SELECTED_BY_VALIDATION, fit_probe
@@ -64,20 +65,22 @@ def test_probe_matches_sklearn_logistic_regression(features: dict[str, torch.Ten
     assert result.val_accuracy == pytest.approx(float((ours_val == features["vy"].numpy()).mean()))
 
 
-def test_probe_chooses_c_on_validation_accuracy(features: dict[str, torch.Tensor]) -> None:
+def test_probe_chooses_c_on_validation_loss(features: dict[str, torch.Tensor]) -> None:
+    """The lowest validation loss wins, also where the best validation accuracy is elsewhere."""
     tx, ty, vx, vy = features["tx"], features["ty"], features["vx"], features["vy"]
-    grid = (0.001, 0.1, 10.0, 1000.0)
+    grid = (0.01, 0.3, 1.0, 100.0)
     result = fit_probe(nn.Linear(tx.shape[1], 3), tx, ty, vx, vy, c_grid=grid, max_iter=500)
     assert [cand.c for cand in result.candidates] == sorted(grid)
-    # by hand with scikit-learn: the best validation accuracy over the grid (ties: the smaller C
-    # only when the validation loss ties too, so compare accuracies)
-    accs = {}
+    # by hand with scikit-learn: validation log-loss and accuracy over the grid
+    losses, accs = {}, {}
     for c in grid:
-        ref = LogisticRegression(C=c, max_iter=20_000).fit(tx.numpy(), ty.numpy())
-        accs[c] = float((ref.predict(vx.numpy()) == vy.numpy()).mean())
-    assert result.val_accuracy == pytest.approx(max(accs.values()))
-    assert accs[result.c] == pytest.approx(max(accs.values()))
-    # strongest regularisation underfits a noisy but learnable task
+        ref = LogisticRegression(C=c, max_iter=20_000, tol=1e-10).fit(tx.double().numpy(), ty.numpy())
+        losses[c] = float(log_loss(vy.numpy(), ref.predict_proba(vx.double().numpy()), labels=[0, 1, 2]))
+        accs[c] = float((ref.predict(vx.double().numpy()) == vy.numpy()).mean())
+    best = min(losses, key=lambda c: losses[c])
+    assert max(accs, key=lambda c: accs[c]) != best  # on this data the two criteria disagree
+    assert result.c == best, (result.c, losses)
+    assert result.val_loss == pytest.approx(losses[best], rel=1e-3)
     assert result.candidates[0].train_accuracy < result.train_accuracy
     assert result.gap == pytest.approx(result.train_accuracy - (result.val_accuracy or 0.0))
 

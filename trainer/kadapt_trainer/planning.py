@@ -12,11 +12,27 @@ layer plus ``2 N`` for the weight gradients of what trains. Per strategy, per to
 - ``head-only`` on cached features: one forward pass over the data, ``2 N``, then an L-BFGS
   solve whose cost is negligible; LP-FT adds that same probe before partial, full and LoRA.
 
-Time is a fixed start-up (processes, imports, loading, engine) plus FLOPs over an effective
-throughput: measured on this machine (a short float32 matrix product, scaled by
-``CPU_EFFICIENCY``), taken from a GPU table, or, inside ``auto``, measured from the probe's
-own forward pass over the data, which is the most faithful figure. Early stopping can only
-end a run sooner, so the projection is an upper bound of the planned epochs.
+Time comes from one of two models, and the estimate says which (``Hardware.source``):
+
+- **Measured steps** (``kadapt plan --local`` and ``auto`` on this machine): a short calibration
+  (``kadapt_trainer.calibrate``) runs the job's own model on micro-batches of its own data and
+  times, per strategy, a training micro-batch (forward and backward of what trains), an
+  optimizer step, a no-grad evaluation micro-batch and a checkpoint write; ``kadapt plan``
+  runs it in a fresh trainer process and also times that process's start-up (imports, data,
+  model), all in CPU seconds of the process, which other load on a shared machine does not
+  inflate the way it inflates wall time. The run's time is then counted, not modelled:
+  start-up + micro-batches x their time + optimizer steps + evaluations (one per epoch, the
+  final one and the test split) + checkpoints (one per evaluation, and the final save). FLOPs are still reported. On CPU
+  this matters: a training step of all-MiniLM-L6-v2 runs at well under half the FLOP rate
+  of its forward pass (the dense embedding gradient, AdamW over every weight), which the
+  FLOP count alone cannot know. The figure is the run's CPU seconds: its wall time with one
+  thread per process on an otherwise idle machine (more threads: an upper bound).
+- **FLOPs over a throughput** (a cluster plan, or where the calibration cannot run): a fixed
+  start-up plus FLOPs over an effective throughput taken from a GPU table (peak x
+  ``GPU_EFFICIENCY``), or measured on this CPU (a float32 matrix product x ``CPU_EFFICIENCY``).
+
+Early stopping can only end a run sooner, so the projection is an upper bound of the planned
+epochs.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import json
 import math
 import struct
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +69,10 @@ GPU_EFFICIENCY = 0.3
 #: matrices, attention, optimizer, framework overhead): calibrated on this project's tiny
 #: jobs and all-MiniLM-L6-v2 on 2 cores.
 CPU_EFFICIENCY = 0.5
+#: Share of a no-grad forward pass's FLOP rate that a CPU training step reaches: measured on
+#: all-MiniLM-L6-v2 (2 cores, micro-batch 8 x 32 tokens: forward 0.05 s, forward + backward +
+#: AdamW 0.33 s, i.e. 6.6x the time for 3x the FLOPs). ``auto`` applies it to its probe's rate.
+TRAINING_VS_FORWARD = 0.45
 #: Seconds of one process before the first step and after the last: start, imports, model
 #: load, tokenising, engine set-up, saving (measured on 2 shared cores: 8-10 s for tiny jobs).
 STARTUP_SECONDS_ENGINE = 9.0
@@ -85,6 +105,47 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class StepTimes:
+    """CPU seconds measured on this machine with the job's own model and data (a calibration).
+
+    Per strategy (``full``, ``partial``, ``lora``): ``train`` is one training micro-batch
+    (forward and backward), ``optimizer`` one optimizer step over what trains, ``checkpoint``
+    one checkpoint write (trainable weights and optimizer state). ``forward`` is one no-grad
+    micro-batch (evaluation, the probe's features), ``save`` the final model's write,
+    ``startup`` a trainer process's time before its first step (0 where not measured) and
+    ``imports`` the part of it spent importing torch, transformers and DeepSpeed (what a
+    process that already ran a job does not pay again).
+    """
+
+    micro_batch_size: int
+    train: dict[str, float]
+    optimizer: dict[str, float]
+    checkpoint: dict[str, float]
+    forward: float
+    save: float = 0.0
+    startup: float = 0.0
+    imports: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StepTimes:
+        """Inverse of :meth:`as_dict` (the calibration process's output)."""
+        return cls(
+            micro_batch_size=int(raw["micro_batch_size"]),
+            train={str(k): float(v) for k, v in raw["train"].items()},
+            optimizer={str(k): float(v) for k, v in raw["optimizer"].items()},
+            checkpoint={str(k): float(v) for k, v in raw["checkpoint"].items()},
+            forward=float(raw["forward"]),
+            save=float(raw.get("save", 0.0)),
+            startup=float(raw.get("startup", 0.0)),
+            imports=float(raw.get("imports", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
 class Hardware:
     """Where it runs and what a second of it costs."""
 
@@ -94,6 +155,12 @@ class Hardware:
     price_per_gpu_hour: float
     currency: str = "USD"
     source: str = "assumed"
+    #: Measured step times of this job on this machine; where present they replace the FLOP model.
+    step_times: StepTimes | None = None
+    #: Share of ``flops_per_second`` that training FLOPs reach: 1 where the rate already is a
+    #: training rate (the GPU table, the CPU matmul x ``CPU_EFFICIENCY``); ``TRAINING_VS_FORWARD``
+    #: where it was measured on a forward pass (``auto``'s probe).
+    training_rate_share: float = 1.0
 
     @property
     def gpu_equivalents(self) -> int:
@@ -179,8 +246,8 @@ def estimate(
     else:
         steps = resolved.max_steps or epochs * per_epoch
         passes = steps / per_epoch
-        flops = flops_per_token(strategy, n, trainable_layers, w.layers) * tokens_train * passes
-        flops += FORWARD * n * tokens_eval * math.ceil(passes)  # one evaluation per epoch
+        train_flops = flops_per_token(strategy, n, trainable_layers, w.layers) * tokens_train * passes
+        flops = train_flops + FORWARD * n * tokens_eval * math.ceil(passes)  # one evaluation per epoch
         if resolved.lp_ft and Task(task) == Task.SEQUENCE_CLASSIFICATION:
             flops += FORWARD * n * (tokens_train + w.validation_examples * w.tokens_per_example)  # LP-FT probe
         micro_batches = steps * resolved.global_batch_size / (resolved.micro_batch_size * hw.processes)
@@ -188,6 +255,11 @@ def estimate(
         startup = STARTUP_SECONDS_ENGINE + overhead + EVALUATION_OVERHEAD_SECONDS * math.ceil(passes)
         epochs = math.ceil(passes)
     seconds = startup + flops / (hw.flops_per_second * hw.processes)
+    if not cached and hw.training_rate_share < 1.0:  # training FLOPs run slower than the measured rate
+        seconds += train_flops * (1.0 / hw.training_rate_share - 1.0) / (hw.flops_per_second * hw.processes)
+    measured = hw.step_times
+    if measured is not None and (cached or str(strategy) in measured.train):
+        seconds = measured_seconds(strategy, w, hw.processes, measured, resolved, task, steps, per_epoch)
     gpu_seconds = seconds * hw.gpu_equivalents
     cost = gpu_seconds / 3600.0 * hw.price_per_gpu_hour
     fits, reason = True, None
@@ -199,12 +271,62 @@ def estimate(
     return Estimate(str(strategy), trainable, epochs, steps, flops, seconds, gpu_seconds, cost, fits, reason)
 
 
+#: Start-up that a calibration does not see: process group and DeepSpeed engine set-up.
+ENGINE_INIT_SECONDS = 1.5
+
+
+def measured_seconds(
+    strategy: StrategyType,
+    w: Workload,
+    processes: int,
+    t: StepTimes,
+    training: TrainingSpec,
+    task: Task | str,
+    steps: int,
+    per_epoch: int,
+) -> float:
+    """A run's seconds counted from measured step times (see the module docstring).
+
+    Every micro-batch, optimizer step, evaluation and checkpoint the trainer will run is
+    counted at its measured time; each process takes its share of the examples.
+    """
+    procs = max(1, processes)
+
+    def forward_passes(examples: int) -> float:
+        return math.ceil(examples / procs / t.micro_batch_size) * t.forward
+
+    startup = t.startup or STARTUP_SECONDS_CACHED
+    evaluation = forward_passes(w.validation_examples)
+    test = forward_passes(w.test_examples)
+    probe = forward_passes(w.train_examples) + evaluation
+    if strategy == StrategyType.HEAD_ONLY and Task(task) == Task.SEQUENCE_CLASSIFICATION:
+        return startup + probe + test + t.save  # one pass over train + validation, the test split, the head
+    startup += ENGINE_INIT_SECONDS
+    name = str(strategy)
+    micro = math.ceil(training.global_batch_size / procs / training.micro_batch_size)
+    scale = training.micro_batch_size / t.micro_batch_size  # step time grows with the micro-batch
+    train = steps * (micro * t.train[name] * scale + t.optimizer[name])
+    evaluations = math.ceil(steps / per_epoch)
+    if training.eval_every_steps:
+        evaluations = max(evaluations, steps // training.eval_every_steps)
+    seconds = startup + train + (evaluations + 1) * evaluation + test
+    seconds += evaluations * t.checkpoint[name] + t.save
+    if training.lp_ft and Task(task) == Task.SEQUENCE_CLASSIFICATION:
+        seconds += probe
+    return seconds
+
+
+def candidate_layers(cfg: TrainerConfig, layers: int) -> int:
+    """Blocks that ``partial`` trains in a plan: the configured count, else the top third."""
+    partial = cfg.strategy.partial
+    return partial.trainable_layers if partial and partial.trainable_layers else max(1, layers // 3)
+
+
 def plan_strategies(cfg: TrainerConfig, w: Workload, hw: Hardware, *, hidden: int, num_labels: int) -> list[Estimate]:
     """Every concrete strategy of this job (classification) or those that suit causal-lm."""
     strategies = list(STRATEGIES)
     lora_rank = cfg.strategy.lora.rank if cfg.strategy.lora else 8
-    partial = cfg.strategy.partial
-    layers = partial.trainable_layers if partial and partial.trainable_layers else max(1, w.layers // 3)
+    layers = candidate_layers(cfg, w.layers)
     return [
         estimate(
             s,
@@ -276,6 +398,21 @@ def hardware_for(
         cfg.currency,
         f"this CPU: {rate / 1e9:.1f} GFLOP/s effective per process (measured matmul x {CPU_EFFICIENCY:g})",
     )
+
+
+def with_step_times(hw: Hardware, steps: StepTimes) -> Hardware:
+    """``hw`` whose estimates count the measured step times instead of FLOPs."""
+    source = (
+        f"measured on this machine (CPU seconds of one process: idle wall time at one thread): start-up "
+        f"{steps.startup:.1f}s, full micro-batch {steps.train.get('full', 0.0):.3f}s, evaluation micro-batch "
+        f"{steps.forward:.3f}s (x{steps.micro_batch_size})"
+    )
+    return replace(hw, step_times=steps, source=source)
+
+
+def with_source(hw: Hardware, source: str) -> Hardware:
+    """``hw`` with another description of where its figures come from."""
+    return replace(hw, source=source)
 
 
 def safetensors_params(folder: Path) -> int | None:

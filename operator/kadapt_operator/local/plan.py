@@ -4,11 +4,22 @@ It reads the manifest exactly as ``kadapt run`` does (relative paths from the ma
 folder, the same overrides and operator settings for the price), counts the data and the
 model's parameters from their files, and asks the trainer's pure estimator
 (``kadapt_trainer.planning``, the same one ``auto`` uses inside the trainer) for each strategy.
+
+With ``--local`` it plans a run on this machine, and measures rather than models it: a fresh
+trainer process (``python -m kadapt_trainer.calibrate``) loads the job's model and data as the
+trainer would and times its start-up and a few micro-batches per strategy; the estimate then
+counts every micro-batch, evaluation and checkpoint of the run at those times. Where that
+process cannot run (no torch here, ``--no-calibrate``), the FLOP model at a measured matrix
+product rate is used instead, and the plan's ``hardware.source`` says which.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +34,43 @@ from kadapt_operator.settings import SettingsError, load_settings
 from kadapt_operator.validation import SpecError
 from kadapt_trainer.config import PVC_ROOT_ENV
 
+#: Longest a calibration process may take before the plan falls back to the FLOP model.
+CALIBRATION_TIMEOUT_SECONDS = 600
 
-def plan_document(options: RunOptions, local: bool = False) -> dict[str, Any]:
+
+def calibrate(cfg: Any) -> tuple[Any, str | None]:
+    """Step times of this job measured by a trainer process (``planning.StepTimes``), or why not.
+
+    Runs in a subprocess: the operator side imports no torch, and a fresh process times the
+    start-up a trainer process pays.
+    """
+    from kadapt_trainer.planning import StepTimes
+
+    with tempfile.TemporaryDirectory(prefix="kadapt-plan-") as tmp:
+        config, out = Path(tmp) / "trainer.json", Path(tmp) / "steps.json"
+        config.write_text(cfg.model_dump_json(by_alias=True))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "kadapt_trainer.calibrate", str(config), str(out)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=CALIBRATION_TIMEOUT_SECONDS,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"calibration did not finish ({exc})"
+        if proc.returncode != 0 or not out.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return None, f"calibration failed ({last})"
+        return StepTimes.from_dict(json.loads(out.read_text())), None
+
+
+def plan_document(options: RunOptions, local: bool = False, measure: bool = True) -> dict[str, Any]:
     """The plan of one manifest as a JSON-ready dict (``local``: on this machine's CPU, as ``kadapt run``).
+
+    ``measure`` (with ``local``): time the job's own steps in a trainer process (see the module
+    docstring) instead of the FLOP model.
 
     Raises:
         RunInvalid: the manifest, the overrides or the settings are invalid.
@@ -50,6 +95,12 @@ def plan_document(options: RunOptions, local: bool = False) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as exc:
         raise RunInvalid(str(options.manifest), [SpecError("spec.dataset/spec.model", str(exc))]) from None
     hw = planning.hardware_for(cfg, processes, gpus, res.gpu_type, local=local)
+    if local and measure:
+        steps, why_not = calibrate(cfg)
+        if steps is not None:
+            hw = planning.with_step_times(hw, steps)
+        else:
+            hw = planning.with_source(hw, f"{hw.source}; {why_not}")
     estimates = planning.plan_strategies(cfg, workload, hw, hidden=shape["hidden"], num_labels=classes)
     configured = str(cfg.strategy.type)
     return {
@@ -68,6 +119,7 @@ def plan_document(options: RunOptions, local: bool = False) -> dict[str, Any]:
             "gpuEquivalents": hw.gpu_equivalents,
             "flopsPerSecond": hw.flops_per_second,
             "source": hw.source,
+            "stepTimes": hw.step_times.as_dict() if hw.step_times else None,
             "pricePerGPUHour": hw.price_per_gpu_hour,
             "currency": hw.currency,
         },
@@ -112,6 +164,9 @@ def plan_command(
     settings: Path | None = typer.Option(None, "--settings", help="Operator settings YAML (GPU prices, currency)."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Where pvc:// paths live locally (as kadapt run)."),
     local: bool = typer.Option(False, "--local", help="Plan a `kadapt run` on this machine (CPU measured here)."),
+    measure: bool = typer.Option(
+        True, "--calibrate/--no-calibrate", help="With --local: time the job's own steps here (a few seconds)."
+    ),
     output: OutputFormat = typer.Option(OutputFormat.TEXT, "--output", "-o", help="text or json."),
 ) -> None:
     """Predict steps, time and cost per strategy, and whether the job fits spec.budget.
@@ -123,7 +178,7 @@ def plan_command(
         manifest=file, run_dir=run_dir, workers=workers, procs_per_worker=procs_per_worker, settings_file=settings
     )
     try:
-        doc = plan_document(options, local=local)
+        doc = plan_document(options, local=local, measure=measure)
     except RunInvalid as exc:
         print_invalid(exc.source, exc.errors)
         raise typer.Exit(2) from None
