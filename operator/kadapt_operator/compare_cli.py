@@ -458,13 +458,8 @@ def compare_command(
             options = ClusterOptions(kubeconfig=kubeconfig, context=context, namespace=namespace, timeout=timeout)
             result = compare_on_cluster(file, names, options, run_dir, err)
         else:
-            base = RunOptions(
-                manifest=file,
-                run_dir=run_dir,
-                workers=workers,
-                procs_per_worker=procs_per_worker,
-                settings_file=settings,
-            )
+            local = {"run_dir": run_dir, "workers": workers, "procs_per_worker": procs_per_worker}
+            base = RunOptions(manifest=file, settings_file=settings, **local)
             result = compare(file, names, base, err)
     except RunInvalid as exc:  # kadapt validate FILE lists every error; one line here
         err.print(f"{exc.source}: invalid: {exc}", highlight=False, soft_wrap=True)
