@@ -151,11 +151,9 @@ def single_process_env() -> None:
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" not in os.environ:
-        import socket
+        from kadapt_trainer.ports import free_port
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        os.environ["MASTER_PORT"] = str(free_port())
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path("~/.cache/kadapt/torch_extensions").expanduser()))
 
 

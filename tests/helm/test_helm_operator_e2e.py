@@ -13,7 +13,6 @@ import contextlib
 import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 from kadapt_operator.permissions import is_tolerated, request_attributes
+from kadapt_trainer.ports import free_port
 from tests.harness.emulator import AJOBS, CRDS, JOBS, Cluster, RequestRecord, job_manifest, wait_for
 from tests.helm.chart import Rendered, render
 from tests.helm.test_helm_rbac import operator_grants
@@ -42,12 +42,6 @@ PEERINGS = "kopf.dev/v1/kopfpeerings"
 RESUMED = "Resuming operations after the pause"
 PAUSED = "Pausing operations in favour of"
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -167,7 +161,7 @@ def test_the_chart_entrypoint_exists() -> None:
 
 @pytest.mark.parametrize("watch", WATCH_MODES.values(), ids=WATCH_MODES.keys())
 def test_chart_deployment_runs_the_operator_within_its_rbac(tmp_path: Path, watch: dict[str, Any]) -> None:
-    health, metrics = _free_port(), _free_port()
+    health, metrics = free_port(), free_port()
     r = render(_values(health, metrics, watch=watch))
     with Cluster(namespaces=NAMESPACES) as cluster, run_deployment(r, cluster, tmp_path, "kadapt-0") as replica:
         replica.wait(lambda: _get(f"http://127.0.0.1:{health}/healthz")[0] == 200, 90, "the liveness probe")
@@ -181,7 +175,7 @@ def test_chart_deployment_runs_the_operator_within_its_rbac(tmp_path: Path, watc
 
 
 def test_two_replicas_peer_and_create_each_child_once(tmp_path: Path) -> None:
-    h1, m1, h2, m2 = (_free_port() for _ in range(4))
+    h1, m1, h2, m2 = (free_port() for _ in range(4))
     renders = [render(_values(h, m, replicaCount=2)) for h, m in ((h1, m1), (h2, m2))]
     peering_crd = next(d for d in yaml.safe_load_all(
         (Path(__file__).resolve().parents[2] / "charts/kadapt/crds/kopf-peering.yaml").read_text())

@@ -174,7 +174,7 @@ def test_progress_bar_shows_what_rank0_serves() -> None:
 
 
 def test_progress_fetch_tolerates_a_trainer_not_serving_yet() -> None:
-    from kadapt_operator.local.executor import free_port
+    from kadapt_trainer.ports import free_port
 
     assert fetch_progress(free_port()) is None
     assert format_seconds(None) == "-" and format_seconds(3725) == "1h02m05s"

@@ -76,7 +76,7 @@ def gpu_seconds(cluster: Cluster) -> float:
 
 
 def test_budget_suspends_keeps_the_checkpoint_and_raising_it_resumes_to_success(tmp_path: Path) -> None:
-    from kadapt_operator.local.executor import free_port
+    from kadapt_trainer.ports import free_port
 
     progress_port = free_port()
     run_dir = tmp_path / "run"

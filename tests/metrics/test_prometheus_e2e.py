@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV
+from kadapt_trainer.ports import free_port
 from tests.harness.emulator import AJOBS, CONFIGMAPS, JOBS, PODS, SERVICES, Cluster, job_manifest, wait_for
 from tests.metrics.promref import check_against_reference, parse_reference, reference_source, scrape
 from tests.trainer.tiny import classification_rows, make_model, write_jsonl
@@ -43,12 +44,6 @@ pytestmark = [
         "run scripts/install-prometheus.sh (root: apt-get; without root: apt-get download into .venv/bin)",
     ),
 ]
-
-
-def free_port() -> int:
-    from kadapt_operator.local.executor import free_port as pick
-
-    return pick()
 
 
 def rfc3339(ts: datetime) -> str:

@@ -59,7 +59,7 @@ def run_cases(tmp: Path, cases: list[dict[str, Any]], world: int = 1) -> dict[st
 
     Every case must end without an error (a ``stopped`` case is fine).
     """
-    from kadapt_trainer.dist import free_port
+    from kadapt_trainer.ports import free_port
     from tests.trainer.conftest import ROOT, trainer_env
 
     cases_file, results_file = tmp / "cases.json", tmp / "results.json"

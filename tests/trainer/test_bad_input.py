@@ -214,7 +214,7 @@ def test_launcher_keeps_exit_2_and_writes_the_termination_message(
     tmp_path: Path, tiny_models: dict[str, Path], nproc: int
 ) -> None:
     """torchrun turns a worker's exit 2 into 1; the launcher keeps 2 and the one-line cause."""
-    from kadapt_trainer.dist import free_port
+    from kadapt_trainer.ports import free_port
 
     config = _config(tmp_path, tiny_models["bert"], tiny.write_jsonl(tmp_path / "d.jsonl", [{"txt": "a"}]))
     term = tmp_path / "termination-log"

@@ -19,8 +19,8 @@ import pytest
 
 from kadapt_trainer.checkpoint import MANIFEST_FILE, complete_checkpoints, step_of
 from kadapt_trainer.config import EXIT_STOPPED, RESULT_FILE
-from kadapt_trainer.dist import free_port
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV
+from kadapt_trainer.ports import free_port
 from tests.harness.wait import wait_for
 from tests.trainer.conftest import ROOT, trainer_env
 

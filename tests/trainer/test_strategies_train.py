@@ -112,7 +112,7 @@ def _run_matrix(tmp: Path, models: dict[str, Path], data: dict[str, Path], world
     if world == 1:
         cmd = [sys.executable, *driver]
     else:
-        from kadapt_trainer.dist import free_port
+        from kadapt_trainer.ports import free_port
 
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world),

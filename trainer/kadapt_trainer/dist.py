@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
+
+from kadapt_trainer.ports import free_port as free_port  # re-exported: the launcher-less default
 
 #: The env vars DeepSpeed reads; a single process without a launcher sets them itself.
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -25,13 +26,6 @@ class DistInfo:
     def is_main(self) -> bool:
         """Only rank 0 reports and writes shared files."""
         return self.rank == 0
-
-
-def free_port() -> int:
-    """A TCP port that is free right now (for a launcher-less single process)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_launcher_env() -> DistInfo:

@@ -41,12 +41,12 @@ from typing import Any
 from kadapt_operator.k8s import COMPLETION_INDEX, container_gpus
 from kadapt_trainer.config import EXIT_STOPPED, PVC_ROOT_ENV
 from kadapt_trainer.errors import TERMINATION_LOG_ENV
+from kadapt_trainer.ports import LOCALHOST, free_port
 
 #: Env var the trainer reads to serve ``/progress`` on another port than the rendered one.
 PROGRESS_PORT_ENV = "KADAPT_PROGRESS_PORT"
 #: Name of the Service port whose number becomes each pod's progress port.
 METRICS_PORT_NAME = "metrics"
-LOCALHOST = "127.0.0.1"
 #: Seconds between SIGTERM and SIGKILL when no terminationGracePeriodSeconds is rendered (Kubernetes' default).
 DEFAULT_GRACE_SECONDS = 30.0
 #: Where torch keeps JIT-compiled extensions (DeepSpeed's CPU comm op): shared across runs.
@@ -106,13 +106,6 @@ def expand(text: str, env: Mapping[str, str]) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
