@@ -15,6 +15,7 @@ from datetime import datetime
 from kadapt_operator import labels
 from kadapt_operator.runtime.client import CONFIG_MAPS, JOBS, SERVICES
 from kadapt_operator.runtime.options import PREFIX
+from kadapt_operator.runtime.stored import meta_of
 from kadapt_operator.runtime.world import Key, Runtime
 
 log = logging.getLogger("kadapt.operator")
@@ -25,8 +26,7 @@ ANN_CHILDREN_REMOVED = f"{PREFIX}/children-removed"
 
 def children_removed(rt: Runtime, key: Key) -> bool:
     """Whether the TTL already removed this job's children."""
-    body = rt.body(key) or {}
-    return bool(((body.get("metadata") or {}).get("annotations") or {}).get(ANN_CHILDREN_REMOVED))
+    return bool(meta_of(rt.body(key)).annotations.get(ANN_CHILDREN_REMOVED))
 
 
 async def remove_children(rt: Runtime, key: Key, now: datetime, ttl: int | None) -> None:
