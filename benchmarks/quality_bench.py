@@ -426,6 +426,7 @@ def verdicts(r: dict[str, Any]) -> dict[str, Any]:
         best = max(k[s]["accuracy"] for s in trained)
         out["auto_vs_best"] = k["auto"]["accuracy"] - best
         out["auto_cost_vs_full"] = k["auto"]["cost"] / k["full"]["cost"]
+        out["auto_cpu_vs_full"] = k["auto"]["cpu_seconds"] / k["full"]["cpu_seconds"]  # not inflated by load
         out["auto_met"] = out["auto_vs_best"] >= -0.01 and out["auto_cost_vs_full"] <= 1 / 3
     ratios = {}
     for strategy, run in k.items():
