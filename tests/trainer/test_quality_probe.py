@@ -128,3 +128,23 @@ def test_probe_without_validation_uses_the_default_c(features: dict[str, torch.T
 def test_probe_refuses_empty_features() -> None:
     with pytest.raises(ValueError, match="no training features"):
         fit_probe(nn.Linear(4, 2), torch.empty(0, 4), torch.empty(0, dtype=torch.long))
+
+
+def test_one_standard_error_rule_with_non_finite_losses_keeps_the_most_regularised() -> None:
+    # NaN features give NaN losses everywhere: the rule must not crash, so that training's own
+    # NaN check fails the job with its cause (tests/trainer/test_bad_input.py).
+    from kadapt_trainer.probe import ProbeCandidate, one_standard_error
+
+    def cand(c: float, loss: float, se: float | None) -> ProbeCandidate:
+        return ProbeCandidate(c=c, train_accuracy=0.5, train_loss=loss, val_accuracy=0.5, val_loss=loss,
+                              iterations=1, val_loss_se=se)
+
+    nan = float("nan")
+    chosen, best, threshold = one_standard_error([cand(0.1, nan, nan), cand(1.0, nan, nan)])
+    assert (chosen, best) == (0, 0) and threshold != threshold
+    # A NaN among finite losses is left out; a NaN standard error widens nothing.
+    chosen, best, threshold = one_standard_error([cand(0.1, nan, None), cand(1.0, 0.80, nan), cand(10.0, 0.70, 0.05)])
+    assert (chosen, best, threshold) == (2, 2, 0.75)
+    with pytest.raises(ValueError, match="no candidate has a validation loss"):
+        one_standard_error([ProbeCandidate(c=1.0, train_accuracy=0.5, train_loss=0.7, val_accuracy=None,
+                                           val_loss=None, iterations=1)])

@@ -122,11 +122,14 @@ def one_standard_error(candidates: list[ProbeCandidate]) -> tuple[int, int, floa
         candidate is the first (most regularised) whose mean validation loss is at most the
         lowest mean plus that mean's standard error.
     """
-    scored = [i for i, cand in enumerate(candidates) if cand.val_loss is not None]
-    if not scored:
+    if all(cand.val_loss is None for cand in candidates):
         raise ValueError("one_standard_error: no candidate has a validation loss")
+    scored = [i for i, cand in enumerate(candidates) if cand.val_loss is not None and math.isfinite(cand.val_loss)]
+    if not scored:  # NaN/inf features: keep the most regularised; training's NaN check names the cause
+        return 0, 0, math.nan
     best = min(scored, key=lambda i: (candidates[i].val_loss or 0.0, candidates[i].c))
-    threshold = (candidates[best].val_loss or 0.0) + (candidates[best].val_loss_se or 0.0)
+    se = candidates[best].val_loss_se
+    threshold = (candidates[best].val_loss or 0.0) + (se if se is not None and math.isfinite(se) else 0.0)
     chosen = min((i for i in scored if (candidates[i].val_loss or 0.0) <= threshold), key=lambda i: candidates[i].c)
     return chosen, best, threshold
 
