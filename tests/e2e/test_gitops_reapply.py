@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +41,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_model(root / "pvc" / "models" / "tiny-bert", "bert")
     write_jsonl(root / "pvc" / "data" / "keywords.jsonl", classification_rows(64))
     return root
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(namespaces=(NS,)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def kubelet(cluster: Cluster, run_dir: Path) -> Iterator[LocalKubelet]:
-    with LocalKubelet(cluster, run_dir, grace_seconds=15) as k:
-        yield k
-    assert not k.errors, k.errors
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, kubelet: LocalKubelet) -> Iterator[OperatorHandle]:
-    with cluster.operator(namespaces=[NS]) as handle:
-        yield handle
 
 
 def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
