@@ -56,6 +56,10 @@ def test_every_run_is_scored_on_the_same_test_split(report: dict[str, Any]) -> N
             assert run["wall_seconds"] > 0
             # accuracies are counts over the same test split
             assert abs(run["accuracy"] * n_test - round(run["accuracy"] * n_test)) < 1e-6
+        for run in size["kadapt"].values():  # the test split's scoring is timed apart, left out of the cost
+            assert run["test_scoring_cpu_seconds"] > 0
+            assert run["cpu_seconds"] + run["test_scoring_cpu_seconds"] == pytest.approx(run["job_cpu_seconds"])
+            assert run["wall_seconds"] < run["job_wall_seconds"]
 
 
 def test_kadapt_runs_record_what_they_used(report: dict[str, Any]) -> None:
@@ -73,6 +77,7 @@ def test_kadapt_runs_record_what_they_used(report: dict[str, Any]) -> None:
 def test_plan_against_measured_and_verdicts(report: dict[str, Any]) -> None:
     steps = report["step_times"]  # kadapt plan --local's calibration ran (a trainer process)
     assert steps is not None and steps["startup"] > steps["imports"] > 0
+    assert 0 < steps["features"] < steps["forward"]  # per example, against a no-grad micro-batch
     for size in report["sizes"].values():
         plan = size["plan"]
         assert set(plan["seconds"]) == {"head-only", "lora", "partial", "full"}

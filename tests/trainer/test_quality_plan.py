@@ -7,6 +7,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,14 @@ def test_measured_step_times_count_every_micro_batch_evaluation_and_checkpoint()
     lora = estimate("lora", w, hw, training, "sequence-classification")
     assert lora.seconds < full.seconds and lora.gpu_seconds == pytest.approx(lora.seconds)
     assert StepTimes.from_dict(STEPS.as_dict()) == STEPS
+    # a measured feature pass (length-sorted, wider no-grad batches) prices head-only and the probe per example
+    featured = Hardware(1, 0, 1e9, 3.6, step_times=replace(STEPS, features=0.001))
+    assert estimate("head-only", w, featured, training, "sequence-classification").seconds == pytest.approx(
+        5.0 + (64 + 16 + 8) * 0.001 + 0.5
+    )
+    assert estimate("full", w, featured, training, "sequence-classification").seconds == pytest.approx(
+        by_hand - probe + (64 + 16) * 0.001
+    )
 
 
 def test_a_forward_measured_rate_is_slowed_for_training_flops() -> None:
@@ -154,6 +163,7 @@ def test_calibration_times_each_strategy_on_copies(tiny_models: dict[str, Path],
     assert set(times.train) == set(times.optimizer) == set(times.checkpoint) == {"full", "partial", "lora"}
     assert all(v > 0 for d in (times.train, times.optimizer, times.checkpoint) for v in d.values())
     assert times.forward > 0 and times.save > 0 and times.micro_batch_size == 4
+    assert 0 < times.features < times.forward  # per example, against a micro-batch of 4
     after = model.state_dict()
     assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
     assert all(p.requires_grad for p in model.parameters())  # no strategy was applied to it

@@ -111,7 +111,9 @@ class StepTimes:
     Per strategy (``full``, ``partial``, ``lora``): ``train`` is one training micro-batch
     (forward and backward), ``optimizer`` one optimizer step over what trains, ``checkpoint``
     one checkpoint write (trainable weights and optimizer state). ``forward`` is one no-grad
-    micro-batch (evaluation, the probe's features), ``save`` the final model's write,
+    micro-batch (evaluation), ``features`` the per-example time of the cached-feature pass
+    (head-only's and the probe's: length-sorted, larger no-grad batches; 0 where not measured:
+    ``forward`` is used), ``save`` the final model's write,
     ``startup`` a trainer process's time before its first step (0 where not measured) and
     ``imports`` the part of it spent importing torch, transformers and DeepSpeed (what a
     process that already ran a job does not pay again).
@@ -125,6 +127,7 @@ class StepTimes:
     save: float = 0.0
     startup: float = 0.0
     imports: float = 0.0
+    features: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -142,6 +145,7 @@ class StepTimes:
             save=float(raw.get("save", 0.0)),
             startup=float(raw.get("startup", 0.0)),
             imports=float(raw.get("imports", 0.0)),
+            features=float(raw.get("features", 0.0)),
         )
 
 
@@ -295,12 +299,16 @@ def measured_seconds(
     def forward_passes(examples: int) -> float:
         return math.ceil(examples / procs / t.micro_batch_size) * t.forward
 
+    def feature_pass(examples: int) -> float:  # the cached-feature pass: head-only and the probe
+        return examples / procs * t.features if t.features else forward_passes(examples)
+
     startup = t.startup or STARTUP_SECONDS_CACHED
     evaluation = forward_passes(w.validation_examples)
     test = forward_passes(w.test_examples)
-    probe = forward_passes(w.train_examples) + evaluation
+    probe = feature_pass(w.train_examples + w.validation_examples)
     if strategy == StrategyType.HEAD_ONLY and Task(task) == Task.SEQUENCE_CLASSIFICATION:
-        return startup + probe + test + t.save  # one pass over train + validation, the test split, the head
+        # one feature pass over train + validation, the test split, the head
+        return startup + probe + feature_pass(w.test_examples) + t.save
     startup += ENGINE_INIT_SECONDS
     name = str(strategy)
     micro = math.ceil(training.global_batch_size / procs / training.micro_batch_size)
