@@ -65,56 +65,70 @@ def test_probe_matches_sklearn_logistic_regression(features: dict[str, torch.Ten
     assert result.val_accuracy == pytest.approx(float((ours_val == features["vy"].numpy()).mean()))
 
 
-def _by_hand(features: dict[str, torch.Tensor], grid: tuple[float, ...]) -> dict[float, tuple[float, float, float]]:
-    """scikit-learn's fit per C: (validation log-loss, its standard error, validation accuracy)."""
+def _by_hand(features: dict[str, torch.Tensor], grid: tuple[float, ...]) -> dict[float, dict[str, float]]:
+    """scikit-learn's fit per C, scored on validation: plain log-loss, its standard error, accuracy,
+    and the log-loss after temperature scaling (scipy's bounded scalar search over log(1/T))."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
     tx, ty, vx, vy = features["tx"], features["ty"], features["vx"], features["vy"]
+    y = vy.numpy()
     out = {}
     for c in grid:
         ref = LogisticRegression(C=c, max_iter=20_000, tol=1e-10).fit(tx.double().numpy(), ty.numpy())
         proba = ref.predict_proba(vx.double().numpy())
-        per_example = -np.log(proba[np.arange(len(vy)), vy.numpy()])
-        assert float(per_example.mean()) == pytest.approx(log_loss(vy.numpy(), proba, labels=[0, 1, 2]))
-        se = float(per_example.std(ddof=1)) / np.sqrt(len(per_example))
-        out[c] = (float(per_example.mean()), se, float((ref.predict(vx.double().numpy()) == vy.numpy()).mean()))
+        per_example = -np.log(proba[np.arange(len(y)), y])
+        assert float(per_example.mean()) == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
+        z = ref.decision_function(vx.double().numpy())
+
+        def scaled(log_scale: float, z: np.ndarray = z) -> float:
+            return float(-log_softmax(z * np.exp(log_scale), axis=1)[np.arange(len(y)), y].mean())
+
+        best = minimize_scalar(scaled, bounds=(-10, 10), method="bounded", options={"xatol": 1e-8})
+        out[c] = {
+            "loss": float(per_example.mean()),
+            "se": float(per_example.std(ddof=1)) / np.sqrt(len(per_example)),
+            "accuracy": float((ref.predict(vx.double().numpy()) == y).mean()),
+            "scaled": float(best.fun),
+            "temperature": float(np.exp(-best.x)),
+        }
     return out
 
 
-def test_probe_chooses_c_on_validation_loss(features: dict[str, torch.Tensor]) -> None:
-    """Validation loss, not accuracy, decides, also where the best validation accuracy is elsewhere."""
+def test_probe_records_the_plain_validation_loss_path(features: dict[str, torch.Tensor]) -> None:
+    """Each candidate's plain validation loss, its standard error and the lowest-loss C are recorded."""
     tx, ty, vx, vy = features["tx"], features["ty"], features["vx"], features["vy"]
     grid = (0.01, 0.3, 1.0, 100.0)
     result = fit_probe(nn.Linear(tx.shape[1], 3), tx, ty, vx, vy, c_grid=grid, max_iter=500)
     assert [cand.c for cand in result.candidates] == sorted(grid)
     hand = _by_hand(features, grid)
-    best = min(grid, key=lambda c: hand[c][0])
-    assert max(grid, key=lambda c: hand[c][2]) != best  # on this data the two criteria disagree
-    assert result.min_loss_c == best, (result.min_loss_c, hand)
+    assert result.min_loss_c == min(grid, key=lambda c: hand[c]["loss"]), hand
+    for cand in result.candidates:
+        assert cand.val_loss == pytest.approx(hand[cand.c]["loss"], rel=1e-3)
+        assert cand.val_loss_se == pytest.approx(hand[cand.c]["se"], rel=1e-2)
     assert result.candidates[0].train_accuracy < result.train_accuracy
     assert result.gap == pytest.approx(result.train_accuracy - (result.val_accuracy or 0.0))
 
 
-def test_probe_one_standard_error_rule_prefers_stronger_regularisation(features: dict[str, torch.Tensor]) -> None:
-    """Of the Cs within one standard error of the lowest validation loss, the most regularised wins.
+def test_probe_chooses_c_by_temperature_scaled_validation_loss(features: dict[str, torch.Tensor]) -> None:
+    """C minimises the validation loss after each candidate's own temperature, not the plain loss.
 
-    On a fine grid the neighbours of the minimum differ from it by less than the noise of a
-    60-example validation split; the plain minimum (the rule before) picks a weaker
-    regularisation than the 1-SE rule does.
+    On this data the plain loss keeps falling as regularisation weakens (the logits grow more
+    confident), so its minimum and the rescaled one disagree: the situation the rule is for.
     """
     tx, ty, vx, vy = features["tx"], features["ty"], features["vx"], features["vy"]
     grid = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
     result = fit_probe(nn.Linear(tx.shape[1], 3), tx, ty, vx, vy, c_grid=grid, max_iter=1000)
     hand = _by_hand(features, grid)
-    lowest = min(grid, key=lambda c: hand[c][0])
-    threshold = hand[lowest][0] + hand[lowest][1]
-    expected = min(c for c in grid if hand[c][0] <= threshold)
-    assert expected < lowest, hand  # the situation the rule is for: the rule and the minimum disagree
+    expected = min(grid, key=lambda c: (hand[c]["scaled"], c))
+    assert expected != result.min_loss_c, hand  # the rescaled and the plain minimum disagree here
     assert result.c == expected, (result.c, hand)
-    assert result.min_loss_c == lowest
-    assert result.val_loss_threshold == pytest.approx(threshold, rel=1e-3)
-    chosen = next(cand for cand in result.candidates if cand.c == expected)
-    assert result.val_loss == pytest.approx(hand[expected][0], rel=1e-3)
-    assert chosen.val_loss_se == pytest.approx(hand[expected][1], rel=1e-2)
     assert result.selected_by == SELECTED_BY_VALIDATION
+    for cand in result.candidates:
+        assert cand.val_loss_scaled == pytest.approx(hand[cand.c]["scaled"], rel=1e-3, abs=1e-6)
+        assert cand.temperature == pytest.approx(hand[cand.c]["temperature"], rel=1e-2)
+        assert (cand.val_loss_scaled or 0.0) <= (cand.val_loss or 0.0) + 1e-9  # T = 1 is one of the choices
+    assert result.as_dict()["candidates"][0]["temperature"] == result.candidates[0].temperature
 
 
 def test_probe_without_validation_uses_the_default_c(features: dict[str, torch.Tensor]) -> None:
@@ -130,21 +144,20 @@ def test_probe_refuses_empty_features() -> None:
         fit_probe(nn.Linear(4, 2), torch.empty(0, 4), torch.empty(0, dtype=torch.long))
 
 
-def test_one_standard_error_rule_with_non_finite_losses_keeps_the_most_regularised() -> None:
-    # NaN features give NaN losses everywhere: the rule must not crash, so that training's own
-    # NaN check fails the job with its cause (tests/trainer/test_bad_input.py).
-    from kadapt_trainer.probe import ProbeCandidate, one_standard_error
+def test_c_selection_with_non_finite_losses_keeps_the_most_regularised() -> None:
+    # NaN features give NaN losses everywhere: the selection must not crash, so that training's
+    # own NaN check fails the job with its cause (tests/trainer/test_bad_input.py).
+    from kadapt_trainer.probe import ProbeCandidate, select_c, temperature_scaled_loss
 
-    def cand(c: float, loss: float, se: float | None) -> ProbeCandidate:
-        return ProbeCandidate(c=c, train_accuracy=0.5, train_loss=loss, val_accuracy=0.5, val_loss=loss,
-                              iterations=1, val_loss_se=se)
+    def cand(c: float, scaled: float | None) -> ProbeCandidate:
+        return ProbeCandidate(c=c, train_accuracy=0.5, train_loss=0.7, val_accuracy=0.5, val_loss=scaled,
+                              iterations=1, val_loss_scaled=scaled)
 
     nan = float("nan")
-    chosen, best, threshold = one_standard_error([cand(0.1, nan, nan), cand(1.0, nan, nan)])
-    assert (chosen, best) == (0, 0) and threshold != threshold
-    # A NaN among finite losses is left out; a NaN standard error widens nothing.
-    chosen, best, threshold = one_standard_error([cand(0.1, nan, None), cand(1.0, 0.80, nan), cand(10.0, 0.70, 0.05)])
-    assert (chosen, best, threshold) == (2, 2, 0.75)
+    assert select_c([cand(1.0, nan), cand(0.1, nan)]) == 1  # the smaller C
+    # A NaN among finite losses is left out; equal losses go to the more regularised C.
+    assert select_c([cand(0.1, nan), cand(1.0, 0.80), cand(10.0, 0.70), cand(100.0, 0.70)]) == 2
     with pytest.raises(ValueError, match="no candidate has a validation loss"):
-        one_standard_error([ProbeCandidate(c=1.0, train_accuracy=0.5, train_loss=0.7, val_accuracy=None,
-                                           val_loss=None, iterations=1)])
+        select_c([cand(1.0, None)])
+    t, loss = temperature_scaled_loss(torch.tensor([[nan, 0.0]]), torch.tensor([0]))
+    assert t != t and loss != loss
