@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_probe_matches_sklearn_logistic_regression(features: dict[str, torch.Ten
     assert result.val_accuracy == pytest.approx(float((ours_val == features["vy"].numpy()).mean()))
 
 
-def _by_hand(features: dict[str, torch.Tensor], grid: tuple[float, ...]) -> dict[float, dict[str, float]]:
+def _by_hand(features: dict[str, torch.Tensor], grid: tuple[float, ...]) -> dict[float, dict[str, Any]]:
     """scikit-learn's fit per C, scored on validation: plain log-loss, its standard error, accuracy,
     and the log-loss after temperature scaling (scipy's bounded scalar search over log(1/T))."""
     from scipy.optimize import minimize_scalar
@@ -85,7 +86,9 @@ def _by_hand(features: dict[str, torch.Tensor], grid: tuple[float, ...]) -> dict
             return float(-log_softmax(z * np.exp(log_scale), axis=1)[np.arange(len(y)), y].mean())
 
         best = minimize_scalar(scaled, bounds=(-10, 10), method="bounded", options={"xatol": 1e-8})
+        per_scaled = -log_softmax(z * np.exp(best.x), axis=1)[np.arange(len(y)), y]
         out[c] = {
+            "per_example_scaled": per_scaled,
             "loss": float(per_example.mean()),
             "se": float(per_example.std(ddof=1)) / np.sqrt(len(per_example)),
             "accuracy": float((ref.predict(vx.double().numpy()) == y).mean()),
@@ -111,7 +114,7 @@ def test_probe_records_the_plain_validation_loss_path(features: dict[str, torch.
 
 
 def test_probe_chooses_c_by_temperature_scaled_validation_loss(features: dict[str, torch.Tensor]) -> None:
-    """C minimises the validation loss after each candidate's own temperature, not the plain loss.
+    """Rescaled validation losses, by hand; C = 1 stays unless another C beats it by over one paired SE.
 
     On this data the plain loss keeps falling as regularisation weakens (the logits grow more
     confident), so its minimum and the rescaled one disagree: the situation the rule is for.
@@ -120,15 +123,53 @@ def test_probe_chooses_c_by_temperature_scaled_validation_loss(features: dict[st
     grid = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
     result = fit_probe(nn.Linear(tx.shape[1], 3), tx, ty, vx, vy, c_grid=grid, max_iter=1000)
     hand = _by_hand(features, grid)
-    expected = min(grid, key=lambda c: (hand[c]["scaled"], c))
-    assert expected != result.min_loss_c, hand  # the rescaled and the plain minimum disagree here
-    assert result.c == expected, (result.c, hand)
+    lowest = min(grid, key=lambda c: (hand[c]["scaled"], c))
+    assert lowest != result.min_loss_c, hand  # the rescaled and the plain minimum disagree here
+    diff = hand[1.0]["per_example_scaled"] - hand[lowest]["per_example_scaled"]
+    gain, se = float(diff.mean()), float(diff.std(ddof=1)) / np.sqrt(len(diff))
+    assert result.scaled_min_c == lowest
+    assert result.scaled_gain == pytest.approx(gain, rel=1e-2, abs=1e-5)
+    assert result.scaled_gain_se == pytest.approx(se, rel=1e-2, abs=1e-5)
+    assert result.c == (lowest if gain > se else 1.0), (result.c, gain, se)
     assert result.selected_by == SELECTED_BY_VALIDATION
     for cand in result.candidates:
         assert cand.val_loss_scaled == pytest.approx(hand[cand.c]["scaled"], rel=1e-3, abs=1e-6)
         assert cand.temperature == pytest.approx(hand[cand.c]["temperature"], rel=1e-2)
         assert (cand.val_loss_scaled or 0.0) <= (cand.val_loss or 0.0) + 1e-9  # T = 1 is one of the choices
     assert result.as_dict()["candidates"][0]["temperature"] == result.candidates[0].temperature
+
+
+def _candidates(scaled: dict[float, float | None]) -> list[Any]:
+    from kadapt_trainer.probe import ProbeCandidate
+
+    return [
+        ProbeCandidate(c=c, train_accuracy=0.5, train_loss=0.7, val_accuracy=0.5, val_loss=loss, iterations=1,
+                       val_loss_scaled=loss)
+        for c, loss in scaled.items()
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spread", "chosen"),
+    [
+        (0.01, 10.0),  # C = 10 is lower by 0.1 on every example: clearly better, chosen
+        (3.0, 1.0),  # the same mean gain buried in noise: C = 1 stays
+    ],
+)
+def test_select_c_moves_off_the_default_only_for_a_clear_gain(spread: float, chosen: float) -> None:
+    from kadapt_trainer.probe import select_c
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(100, generator=gen, dtype=torch.float64) + 0.5
+    noise = torch.randn(100, generator=gen, dtype=torch.float64) * spread
+    losses = [base + 0.2, base, base - 0.1 + noise - noise.mean()]  # C = 0.1, 1, 10
+    cands = _candidates({c: float(v.mean()) for c, v in zip((0.1, 1.0, 10.0), losses, strict=True)})
+    selection = select_c(cands, losses)
+    assert cands[selection.chosen].c == chosen and selection.scaled_min == 2
+    assert selection.gain == pytest.approx(0.1) and selection.gain_se == pytest.approx(
+        float((losses[1] - losses[2]).std()) / 10
+    )
+    assert select_c(cands[:2], losses[:2]).chosen == 1  # the default is the lowest: kept, gain 0
 
 
 def test_probe_without_validation_uses_the_default_c(features: dict[str, torch.Tensor]) -> None:
@@ -147,17 +188,15 @@ def test_probe_refuses_empty_features() -> None:
 def test_c_selection_with_non_finite_losses_keeps_the_most_regularised() -> None:
     # NaN features give NaN losses everywhere: the selection must not crash, so that training's
     # own NaN check fails the job with its cause (tests/trainer/test_bad_input.py).
-    from kadapt_trainer.probe import ProbeCandidate, select_c, temperature_scaled_loss
-
-    def cand(c: float, scaled: float | None) -> ProbeCandidate:
-        return ProbeCandidate(c=c, train_accuracy=0.5, train_loss=0.7, val_accuracy=0.5, val_loss=scaled,
-                              iterations=1, val_loss_scaled=scaled)
+    from kadapt_trainer.probe import select_c, temperature_scaled_losses
 
     nan = float("nan")
-    assert select_c([cand(1.0, nan), cand(0.1, nan)]) == 1  # the smaller C
-    # A NaN among finite losses is left out; equal losses go to the more regularised C.
-    assert select_c([cand(0.1, nan), cand(1.0, 0.80), cand(10.0, 0.70), cand(100.0, 0.70)]) == 2
+    two = [torch.tensor([nan, nan], dtype=torch.float64)] * 2
+    assert select_c(_candidates({0.1: nan, 1.0: nan}), two).chosen == 0  # the smaller C
+    # A NaN among finite losses is left out; without C = 1 in the grid the lowest wins, ties the smaller C.
+    four = [torch.tensor([v, v], dtype=torch.float64) for v in (nan, 0.8, 0.7, 0.7)]
+    assert select_c(_candidates({0.1: nan, 3.0: 0.80, 10.0: 0.70, 100.0: 0.70}), four).chosen == 2
     with pytest.raises(ValueError, match="no candidate has a validation loss"):
-        select_c([cand(1.0, None)])
-    t, loss = temperature_scaled_loss(torch.tensor([[nan, 0.0]]), torch.tensor([0]))
-    assert t != t and loss != loss
+        select_c(_candidates({1.0: None}), [])
+    t, losses = temperature_scaled_losses(torch.tensor([[nan, 0.0]]), torch.tensor([0]))
+    assert t != t and bool(torch.isnan(losses).all())
