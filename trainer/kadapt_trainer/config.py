@@ -252,7 +252,7 @@ class TrainingSpec(SpecModel):
         ge=1,
         le=1000,
         description=(
-            "Passes over the training data. Default by strategy: 5 for partial, full and lora; for head-only "
+            "Passes over the training data. Default by strategy: 3 for partial, 5 for full and lora; for head-only "
             "classification the head is solved to convergence on cached features and epochs caps the L-BFGS "
             "iterations per L2 candidate (default 100)."
         ),
