@@ -106,9 +106,15 @@ def test_medium_data_with_room_escalates_to_partial() -> None:
     assert d.spec.type == StrategyType.PARTIAL and d.spec.partial is not None
     assert d.spec.partial.trainable_layers == 2  # the top third of 6 blocks
     assert "leaves room" in d.reason and "partial on the top 2 blocks" in d.reason
-    assert _rejected(d) == {"full": "less suited to this data", "lora": "not needed: partial fits and comes first"}
+    rejected = _rejected(d)
+    assert rejected["lora"] == "not needed: partial fits and comes first"
     # every candidate's projection is recorded, with the figures the planner gives
     cands = {c["strategy"]: c for c in d.record["candidates"]}
+    ratio = cands["full"]["projected_cost"] / cands["partial"]["projected_cost"]
+    assert rejected["full"] == (
+        f"500 examples per class < {AUTO_FULL_PER_CLASS}: full only from there on "
+        f"(projected cost {cands['full']['projected_cost']:.4g}, {ratio:.1f}x partial's)"
+    )
     assert set(cands) == {"head-only", "partial", "lora", "full"}
     expected = estimate("partial", _workload(500), HW, _cfg().training, "sequence-classification", trainable_layers=2)
     assert cands["partial"]["projected_cost"] == pytest.approx(expected.cost, abs=1e-6)
@@ -146,7 +152,10 @@ def test_a_budget_below_every_escalation_falls_back_to_head_only() -> None:
 def test_large_models_prefer_lora() -> None:
     d = _decide(0.8, AUTO_FULL_PER_CLASS, params=2_000_000_000)
     assert d.spec.type == StrategyType.LORA
-    assert _rejected(d) == {"full": "less suited to this data", "partial": "not needed: lora fits and comes first"}
+    assert _rejected(d) == {
+        "full": "2000000000 parameters >= 1000000000: full fine-tuning's memory; LoRA trains a fraction",
+        "partial": "not needed: lora fits and comes first",
+    }
 
 
 def test_without_validation_data_auto_stays_with_the_probe() -> None:

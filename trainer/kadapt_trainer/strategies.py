@@ -271,8 +271,9 @@ def decide_auto(
             wanted.append(StrategyType.FULL)
         wanted.extend([StrategyType.LORA, StrategyType.PARTIAL] if big else [StrategyType.PARTIAL, StrategyType.LORA])
     for strategy in (StrategyType.FULL, StrategyType.PARTIAL, StrategyType.LORA):
-        if strategy not in wanted:
-            rejected.append({"strategy": str(strategy), "reason": why if not wanted else "less suited to this data"})
+        if strategy not in wanted:  # with escalation wanted, only full can be left out: say which rule
+            reason = why if not wanted else _why_not_full(total, per_class, estimates)
+            rejected.append({"strategy": str(strategy), "reason": reason})
     chosen = StrategyType.HEAD_ONLY
     for strategy in wanted:
         est = estimates[strategy]
@@ -322,6 +323,19 @@ def decide_auto(
         "rejected": rejected,
     }
     return AutoDecision(specs[chosen], reason, record)
+
+
+def _why_not_full(total: int, per_class: float, estimates: dict[StrategyType, Estimate]) -> str:
+    """Why an escalating ``auto`` leaves full fine-tuning out, with the rule's figures."""
+    if total >= AUTO_LARGE_MODEL:
+        return f"{total} parameters >= {AUTO_LARGE_MODEL}: full fine-tuning's memory; LoRA trains a fraction"
+    full, partial = estimates[StrategyType.FULL].cost, estimates[StrategyType.PARTIAL].cost
+    return (
+        f"{per_class:.0f} examples per class < {AUTO_FULL_PER_CLASS}: full only from there on "
+        f"(projected cost {full:.4g}, {full / partial:.1f}x partial's)"
+        if partial > 0
+        else f"{per_class:.0f} examples per class < {AUTO_FULL_PER_CLASS}: full only from there on"
+    )
 
 
 def lora_targets(model: nn.Module, spec: LoraSpec) -> list[str]:
