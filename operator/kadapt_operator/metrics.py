@@ -36,6 +36,9 @@ from kadapt_trainer.config import BudgetSpec
 #: Completion results (label ``result``).
 RESULT_SUCCEEDED = "succeeded"
 RESULT_FAILED = "failed"
+#: Succeeded from an identical earlier job's recorded result (GitOps re-apply): no GPU used.
+RESULT_REUSED = "reused"
+RESULTS = (RESULT_SUCCEEDED, RESULT_FAILED, RESULT_REUSED)
 #: Restart reasons (label ``reason``): a worker failed (counts against backoffLimit), or the
 #: gang was disrupted (preemption, eviction, node drain; does not count).
 RESTART_FAILURE = "failure"
@@ -326,9 +329,9 @@ class OperatorMetrics:
         self.time_to_running.labels(namespace).observe(max(seconds_since_creation, 0.0))
 
     def record_completion(self, namespace: str, name: str, result: str) -> None:
-        """Count a job's completion once (``succeeded`` or ``failed``)."""
-        if result not in (RESULT_SUCCEEDED, RESULT_FAILED):
-            raise ValueError(f"result must be {RESULT_SUCCEEDED!r} or {RESULT_FAILED!r}, not {result!r}")
+        """Count a job's completion once (``succeeded``, ``failed`` or ``reused``)."""
+        if result not in RESULTS:
+            raise ValueError(f"result must be one of {', '.join(map(repr, RESULTS))}, not {result!r}")
         with self._lock:
             if (namespace, name) in self._completed:
                 return

@@ -7,6 +7,7 @@ import copy
 import json
 from typing import Any
 
+from kadapt_operator.metrics import RESULT_REUSED, RESULT_SUCCEEDED
 from kadapt_operator.results import ANN_RERUN, RESULTS_CONFIG_MAP
 from kadapt_operator.runtime.cleanup import ANN_CHILDREN_REMOVED
 from kadapt_trainer.final_summary import FinalSummary
@@ -96,6 +97,14 @@ def test_a_gitops_reapply_after_the_ttl_succeeds_from_the_recorded_result_withou
     operator.wait_handled(NS, "reapplied", more=2, trigger="tick")
     assert checks.creations(cluster, JOBS, NS, "reapplied") == 1, "the re-applied job must not train again"
     assert cluster.get(JOBS, NS, "reapplied") is None
+    # counted as a completion of its own kind: finished, but no GPU used
+    def completions(result: str) -> float | None:
+        return operator.metrics.registry.get_sample_value(
+            "kadapt_job_completions_total", {"namespace": NS, "result": result}
+        )
+
+    assert completions(RESULT_REUSED) == 1
+    assert completions(RESULT_SUCCEEDED) == 1  # the first run only
     assert (_record(cluster, "reapplied") or {}).get("uid") == first["metadata"]["uid"], "the record names the run"
 
 

@@ -15,6 +15,7 @@ import logging
 
 from kadapt_operator import k8s, results
 from kadapt_operator.api import AdaptationJob, AdaptationJobStatus, OutputStatus
+from kadapt_operator.metrics import RESULT_REUSED
 from kadapt_operator.runtime import status as st
 from kadapt_operator.runtime.client import CONFIG_MAPS, ApiError
 from kadapt_operator.runtime.context import ReconcileContext
@@ -89,6 +90,7 @@ async def from_record(rt: Runtime, ctx: ReconcileContext) -> bool:
     ctx.status.completion_time = k8s.kube_time(ctx.now)
     ctx.status.output = OutputStatus(uri=record.output_uri, metrics=dict(record.metrics))
     ctx.updates.append(st.CondUpdate(st.SUCCEEDED, st.TRUE, st.Reason.REUSED_RESULT, results.reuse_message(record)))
+    rt.metrics.record_completion(ctx.namespace, ctx.name, RESULT_REUSED)
     log.info("%s/%s: succeeded from the recorded result of %s (uid %s); not trained",
              ctx.namespace, ctx.name, record.job, record.uid)
     return True
