@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kadapt_operator.local.executor import processes_marked
 from kadapt_trainer.config import RESULT_FILE, ProgressReport
 from kadapt_trainer.hold import HOLD_AFTER_STEP_ENV, HOLD_RELEASE_FILE_ENV
 from tests.harness import checks
@@ -191,6 +192,10 @@ def test_killed_worker_counts_a_restart_and_resumes_from_the_checkpoint(
     assert len(incarnations) == 2 and first.uid == incarnations[0]
     # The second gang picked up the first one's checkpoint instead of starting over.
     assert "kadapt: resumed from" in kubelet.log_of(name, 0)
+    # ... and the first gang left no process behind: not the surviving peer's torchrun worker
+    # (a session of its own), not a worker whose agent died before it.
+    left = [proc.cmdline() for pod in first.gang.pods for proc in processes_marked(pod.marker)]
+    assert left == [], f"the first gang's processes outlived it: {left}"
 
 
 def test_budget_suspends_with_a_checkpoint_and_raising_it_resumes(

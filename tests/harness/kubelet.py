@@ -32,8 +32,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -339,38 +337,27 @@ class LocalKubelet:
     def kill_worker(self, name: str, index: int, namespace: str = "default") -> list[int]:
         """SIGKILL the trainer processes of one pod (what an OOM kill does); returns their pids.
 
-        torchrun, the pod's main process, then reports its worker's death and exits nonzero,
-        as it would in a container.
+        The pod's main process is ``kadapt_trainer.launch``; its child is torchrun's agent and the
+        agent's children are the trainer workers (each in a session of its own). Those are
+        killed: the agent then reports its worker's death and the pod exits nonzero, as it would
+        in a container. Killing the agent instead would orphan a worker that holds (or trains)
+        on, outside every process group the kubelet stops.
         """
+        import psutil
+
         run = self.current(name, namespace)
         if run is None:
             raise AssertionError(f"no running gang for {namespace}/{name}")
         pid = run.gang.pods[index].pid
         assert pid is not None
-        children = _children(pid)
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        return children
+        agents = psutil.Process(pid).children()
+        workers = [worker for agent in agents for worker in agent.children(recursive=True)]
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+        return [worker.pid for worker in workers]
 
     def log_of(self, name: str, index: int) -> str:
         """The current log of pod ``<name>-<index>``."""
         path = self.run_dir / "logs" / f"{name}-{index}.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces; the parent pid follows the closing parenthesis.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.append(int(entry.name))
-    return out

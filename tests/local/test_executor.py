@@ -24,6 +24,7 @@ from kadapt_operator.local.executor import (
     PodSpecUnsupported,
     expand,
     plan_pods,
+    processes_marked,
     split_objects,
 )
 from tests.harness.emulator import wait_for
@@ -257,6 +258,32 @@ class TestGang:
         assert result.exit_codes[0] == 128 + 15  # SIGTERM'd by the gang, not left running
         failing = gang.failing_pod()
         assert failing is not None and "pod one is broken" in failing.log_tail()[-1]
+
+    @pytest.mark.parametrize("main_alive", [True, False])
+    def test_stop_leaves_no_worker_in_a_session_of_its_own(self, tmp_path: Path, main_alive: bool) -> None:
+        """torchrun starts each worker with ``start_new_session``: a process-group kill misses it.
+
+        The pod's main process starts such a worker (ignoring SIGTERM, like a trainer held
+        mid-run) and then either waits or exits at once (its agent killed before it): either
+        way the stop must end the worker too.
+        """
+        worker = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)\n"
+        main = (
+            "import subprocess, sys, time\n"
+            f"w = subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True)\n"
+            "print(w.pid, flush=True)\n"
+            + ("while True: time.sleep(1)\n" if main_alive else "")
+        )
+        plans = plans_for(rendered(1, [sys.executable, "-c", main]), tmp_path, grace_seconds=1)
+        gang = Gang(plans)
+        gang.start()
+        (pod,) = gang.pods
+        pid = int(wait_for(lambda: (pod.log_tail() or [""])[0].strip(), timeout=120, message="the worker's pid"))
+        if not main_alive:
+            wait_for(lambda: pod.returncode is not None, timeout=120, message="the main process exited")
+        assert {proc.pid for proc in processes_marked(pod.marker)} == ({pid, pod.pid} if main_alive else {pid})
+        gang.stop()
+        assert processes_marked(pod.marker) == [], "the worker outlived its pod"
 
     def test_stop_sends_sigterm_then_kills(self, tmp_path: Path) -> None:
         # Pod 0 checkpoints on SIGTERM (exit 143); pod 1 ignores it and is killed after the grace period.

@@ -428,6 +428,28 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
         return []
 
 
+#: Set in every process of a local pod (inherited by torchrun's workers): how a kill finds them all.
+POD_MARKER_ENV = "KADAPT_LOCAL_POD"
+
+
+def processes_marked(marker: str) -> list[Any]:
+    """The live processes whose environment carries ``POD_MARKER_ENV=marker`` (``psutil.Process``).
+
+    A container's kill ends every process in it. Locally, a process group is not enough:
+    torchrun starts each worker in a session of its own (``start_new_session``), and a worker
+    whose agent died is re-parented away from the pod's tree. The environment is inherited,
+    so it still names the pod.
+    """
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(POD_MARKER_ENV) == marker:
+                found.append(proc)
+    return found
+
+
 class LocalPod:
     """One running pod: its process, log, start and end times."""
 
@@ -437,6 +459,8 @@ class LocalPod:
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.terminating = False
+        #: Unique per start: every process of this run of the pod carries it (``POD_MARKER_ENV``).
+        self.marker = ""
 
     def start(self) -> None:
         """Start the process in its own session, so signals reach only this pod's processes.
@@ -448,10 +472,11 @@ class LocalPod:
         if self.plan.termination_log is not None:
             self.plan.termination_log.unlink(missing_ok=True)  # a message belongs to one run of the pod
         log = self.plan.log_path.open("wb")
+        self.marker = f"{self.plan.log_path.stem}-{os.getpid()}-{time.monotonic_ns()}"
         try:
             self.process = subprocess.Popen(
                 list(self.plan.argv),
-                env=dict(self.plan.env),
+                env={**self.plan.env, POD_MARKER_ENV: self.marker},
                 cwd=self.plan.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -494,14 +519,26 @@ class LocalPod:
                 self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL to every process of the pod (its session)."""
+        """SIGKILL to every process of the pod: its session and every process carrying its marker."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        self.kill_leftovers()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
         self.returncode  # noqa: B018 - records finished_at
+
+    def kill_leftovers(self) -> list[int]:
+        """SIGKILL the pod's processes that outlived its main process (torchrun workers); their pids."""
+        import psutil
+
+        left = processes_marked(self.marker) if self.marker else []
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=5)
+        return [proc.pid for proc in left]
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return tail(self.plan.log_path, lines)
@@ -578,6 +615,7 @@ class Gang:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     if pod.pid is not None:
                         os.killpg(pod.pid, signal.SIGKILL)
+                pod.kill_leftovers()
 
     def poll(self) -> GangPhase:
         """Check the pods; on the first failure stop the rest (gang semantics)."""
