@@ -121,10 +121,9 @@ def _penalised(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.dim() >= 2]
 
 
-def _metrics(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
-    """(accuracy, mean cross-entropy, standard error of that mean) of ``module`` on features ``x``."""
+def _metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """(accuracy, mean cross-entropy, standard error of that mean) of ``[n, classes]`` logits."""
     with torch.no_grad():
-        logits = module(x)
         losses = nn.functional.cross_entropy(logits, y, reduction="none")
         loss = float(losses.mean())
         se = float(losses.std(unbiased=True)) / math.sqrt(losses.numel()) if losses.numel() > 1 else 0.0
@@ -286,12 +285,13 @@ def fit_probe(
     states: list[dict[str, torch.Tensor]] = []
     for c in grid:
         iterations = _fit_one(work, x, y, 1.0 / (c * n), max_iter)
-        train_acc, train_loss, _ = _metrics(work, x, y)
+        with torch.no_grad():
+            train_acc, train_loss, _ = _metrics(work(x), y)
         val_acc = val_loss = val_se = temperature = scaled = None
         if vx is not None and vy is not None:
-            val_acc, val_loss, val_se = _metrics(work, vx, vy)
             with torch.no_grad():
                 val_logits = work(vx)
+            val_acc, val_loss, val_se = _metrics(val_logits, vy)
             temperature, per_example = temperature_scaled_losses(val_logits, vy)
             scaled = float(per_example.mean())
             scaled_losses.append(per_example)

@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -472,7 +473,7 @@ class LocalPod:
         if self.plan.termination_log is not None:
             self.plan.termination_log.unlink(missing_ok=True)  # a message belongs to one run of the pod
         log = self.plan.log_path.open("wb")
-        self.marker = f"{self.plan.log_path.stem}-{os.getpid()}-{time.monotonic_ns()}"
+        self.marker = uuid.uuid4().hex
         try:
             self.process = subprocess.Popen(
                 list(self.plan.argv),
@@ -529,8 +530,8 @@ class LocalPod:
             self.process.wait(timeout=5)
         self.returncode  # noqa: B018 - records finished_at
 
-    def kill_leftovers(self) -> list[int]:
-        """SIGKILL the pod's processes that outlived its main process (torchrun workers); their pids."""
+    def kill_leftovers(self) -> None:
+        """SIGKILL the pod's processes that outlived its main process (torchrun workers)."""
         import psutil
 
         left = processes_marked(self.marker) if self.marker else []
@@ -538,7 +539,6 @@ class LocalPod:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(left, timeout=5)
-        return [proc.pid for proc in left]
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return tail(self.plan.log_path, lines)
