@@ -80,8 +80,9 @@ def _ago(seconds: float) -> str:
 
 
 def test_budget_suspends_the_job_and_raising_it_resumes(cluster: Cluster, operator: OperatorHandle) -> None:
-    # 2 pods x 1 GPU for 60 s = 120 GPU-seconds, over a limit of 0.01 GPU-hours (36 GPU-seconds).
-    cluster.create(AJOBS, job_manifest("thrifty", NS, budget={"maxGPUHours": 0.01}))
+    # 2 pods x 1 GPU for 60 s = 120 GPU-seconds, over a limit of 0.025 GPU-hours (90 GPU-seconds).
+    # One pod alone (60) stays under it, so the suspension waits until both running pods are seen.
+    cluster.create(AJOBS, job_manifest("thrifty", NS, budget={"maxGPUHours": 0.025}))
     job = cluster.wait_for(lambda: cluster.get(JOBS, NS, "thrifty"))
     pods = [cluster.make_pod(job, i) for i in range(2)]
     for pod in pods:
